@@ -1,0 +1,82 @@
+"""Atomic file writes: an interrupted stage never leaves a half-written file under its final name."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an HxWx3 uint8 or uint16 array as PNG (16-bit through Pillow's 'I;16' path is lossy, so
+    uint16 RGB goes through imageio-free raw encoding via Pillow's 'RGB;16B' mode)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if image.dtype == np.uint8:
+        Image.fromarray(image).save(buf, format="PNG")
+    elif image.dtype == np.uint16:
+        _write_png16(buf, image)
+    else:
+        raise TypeError(f"write_png wants uint8 or uint16, got {image.dtype}")
+    write_bytes(path, buf.getvalue())
+
+
+def _write_png16(buf: io.BytesIO, image: np.ndarray) -> None:
+    """Minimal 16-bit RGB PNG encoder (Pillow cannot write 48-bit RGB)."""
+    import struct
+    import zlib
+
+    h, w = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    color_type = {1: 0, 3: 2, 4: 6}[channels]
+    rows = image.astype(">u2").reshape(h, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    buf.write(b"\x89PNG\r\n\x1a\n")
+    buf.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)))
+    buf.write(chunk(b"IDAT", zlib.compress(raw, 6)))
+    buf.write(chunk(b"IEND", b""))

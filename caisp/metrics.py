@@ -1,0 +1,57 @@
+"""Image quality metrics on tensors in [0, 1] (or any `data_range`), batched: one value per image."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB per image of a (B, C, H, W) batch (or one (C, H, W) image); identical images give inf."""
+    if pred.shape != target.shape:
+        raise ValueError(f"psnr: shapes differ {tuple(pred.shape)} vs {tuple(target.shape)}")
+    if pred.dim() == 3:
+        pred, target = pred[None], target[None]
+    mse = (pred.double() - target.double()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
+         win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM (Wang et al. 2004) per image: 11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03, valid
+    region only, averaged over channels, as skimage's `structural_similarity(gaussian_weights=True)`."""
+    if pred.dim() == 3:
+        pred, target = pred[None], target[None]
+    x, y = pred.double(), target.double()
+    c = x.shape[1]
+    w = _gaussian_window(win_size, sigma, c, x.device, x.dtype)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
+    sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
+    syy = F.conv2d(y * y, w, groups=c) - mu_y**2
+    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    # skimage uses the unbiased covariance; match it so our numbers compare with the usual tools.
+    n = win_size * win_size
+    cov = n / (n - 1)
+    sxx, syy, sxy = sxx * cov, syy * cov, sxy * cov
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def bpp(num_bytes: int, height: int, width: int) -> float:
+    """Bits per pixel of a compressed file: 8 * bytes / (H * W)."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"bpp: bad image size {height}x{width}")
+    return 8.0 * num_bytes / (height * width)
+
+
+def mse_to_psnr(mse: float, data_range: float = 1.0) -> float:
+    return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)

@@ -1,0 +1,5 @@
+"""ISP-Net, CAS-Net and the other compression artifact simulators, constructible by name."""
+from caisp.models.registry import build, names, register  # noqa: F401
+
+# Importing the modules fills the registry.
+from caisp.models import unet  # noqa: F401,E402
