@@ -1,0 +1,104 @@
+"""Bayer mosaics in torch: CFA masks, white balance, pattern shifts and bilinear demosaicing.
+
+A pattern string names the 2x2 tile at the mosaic's top-left, row-major ("RGGB": R at (0, 0)).
+Functions take (H, W) or (B, 1, H, W) tensors (numpy arrays are converted) and keep the input's
+float dtype (other dtypes become float32).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from caisp import CaispError
+
+CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+_CHANNEL = {"R": 0, "G": 1, "B": 2}
+
+ArrayLike = Tensor | np.ndarray
+
+
+def check_cfa(cfa: object) -> str:
+    """The pattern, upper-cased; CaispError naming it when it is not a Bayer pattern."""
+    if not isinstance(cfa, str) or cfa.upper() not in CFA_PATTERNS:
+        raise CaispError(f"unknown CFA pattern {cfa!r}; expected one of {', '.join(CFA_PATTERNS)}")
+    return cfa.upper()
+
+
+def _as_tensor(x: ArrayLike) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+
+def _as_float(x: ArrayLike) -> Tensor:
+    t = _as_tensor(x)
+    return t if t.is_floating_point() else t.float()
+
+
+def cfa_masks(
+    cfa: str, h: int, w: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """One-hot (3, h, w) masks: channel c is 1 where the sensor samples colour c (R, G, B)."""
+    cfa = check_cfa(cfa)
+    tile = torch.tensor([_CHANNEL[c] for c in cfa], device=device).view(2, 2)
+    idx = tile.repeat((h + 1) // 2, (w + 1) // 2)[:h, :w]
+    return F.one_hot(idx, 3).permute(2, 0, 1).to(dtype)
+
+
+def _kernels(dtype: torch.dtype, device: torch.device) -> Tensor:
+    rb = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4
+    g = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]]) / 4
+    return torch.stack([rb, g, rb])[:, None].to(dtype=dtype, device=device)
+
+
+def demosaic_bilinear(mosaic: ArrayLike, cfa: str) -> Tensor:
+    """Classic bilinear demosaicing: (H, W) -> (3, H, W), (B, 1, H, W) -> (B, 3, H, W).
+
+    Each colour plane, zero where unsampled, is convolved with the standard kernels. Reflect padding
+    (mirror without repeating the edge) maps row -1 to row 1, which has the same CFA phase, so borders
+    are interpolated from real neighbours. Sampled values are copied through bit-exactly.
+    """
+    m = _as_float(mosaic)
+    if m.dim() == 2:
+        return demosaic_bilinear(m[None, None], cfa)[0]
+    if m.dim() != 4 or m.shape[1] != 1:
+        raise CaispError(f"mosaic must be (H, W) or (B, 1, H, W), got shape {tuple(m.shape)}")
+    h, w = m.shape[-2:]
+    if h < 2 or w < 2:
+        raise CaispError(f"mosaic must be at least 2x2, got {h}x{w}")
+    masks = cfa_masks(cfa, h, w, device=m.device, dtype=m.dtype)
+    planes = F.pad(m * masks, (1, 1, 1, 1), mode="reflect")
+    out = F.conv2d(planes, _kernels(m.dtype, m.device), groups=3)
+    return torch.where(masks.bool(), m, out.to(m.dtype))
+
+
+def apply_wb(mosaic: ArrayLike, cfa: str, wb: ArrayLike | list[float], clip: bool = False) -> Tensor:
+    """Multiply every site by its colour's gain (wb = R, G, B); `clip` caps the result at 1.0."""
+    m = _as_float(mosaic)
+    gains = torch.as_tensor(np.asarray(wb, dtype=np.float64) if not isinstance(wb, Tensor) else wb)
+    gains = gains.to(dtype=m.dtype, device=m.device).reshape(-1)
+    if gains.numel() != 3:
+        raise CaispError(f"wb must have 3 gains (R, G, B), got {gains.numel()}")
+    h, w = m.shape[-2:]
+    gain_map = (cfa_masks(cfa, h, w, device=m.device, dtype=m.dtype) * gains[:, None, None]).sum(0)
+    out = m * gain_map
+    return out.clamp(max=1.0) if clip else out
+
+
+def _shifted(cfa: str, dy: int, dx: int) -> str:
+    """The pattern seen after dropping `dy` rows and `dx` columns at the top-left."""
+    return "".join(cfa[2 * ((i + dy) % 2) + (j + dx) % 2] for i in (0, 1) for j in (0, 1))
+
+
+def to_pattern(mosaic: ArrayLike, cfa: str, target_cfa: str) -> tuple[Tensor, tuple[int, int]]:
+    """Bring a mosaic to `target_cfa` by dropping its first row and/or column.
+
+    The result is cropped to even H, W (so it may lose one more row/column at the bottom/right).
+    Returns (mosaic, (dy, dx)): the rows/columns dropped at the top-left, to restore the size later.
+    """
+    src, dst = check_cfa(cfa), check_cfa(target_cfa)
+    m = _as_tensor(mosaic)
+    dy, dx = next((dy, dx) for dy in (0, 1) for dx in (0, 1) if _shifted(src, dy, dx) == dst)
+    h, w = m.shape[-2:]
+    hh, ww = (h - dy) // 2 * 2, (w - dx) // 2 * 2
+    return m[..., dy : dy + hh, dx : dx + ww], (dy, dx)

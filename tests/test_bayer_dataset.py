@@ -1,0 +1,202 @@
+"""Bilinear demosaicing, WB, CFA shifts, and RawRGBDataset crops/augmentation on a fake rendered dir."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from caisp import CaispError
+from caisp.data.bayer import CFA_PATTERNS, apply_wb, cfa_masks, demosaic_bilinear, to_pattern
+from caisp.data.dataset import RawRGBDataset
+
+
+def _mosaic(rgb: torch.Tensor, cfa: str) -> torch.Tensor:
+    """(3, H, W) -> (H, W): sample each site's colour."""
+    return (rgb * cfa_masks(cfa, *rgb.shape[-2:], dtype=rgb.dtype)).sum(0)
+
+
+@pytest.mark.parametrize("cfa", CFA_PATTERNS)
+def test_masks(cfa: str) -> None:
+    m = cfa_masks(cfa, 4, 6)
+    assert m.shape == (3, 4, 6) and torch.equal(m.sum(0), torch.ones(4, 6))
+    assert "RGB"[int(m[:, 0, 0].argmax())] == cfa[0] and "RGB"[int(m[:, 1, 1].argmax())] == cfa[3]
+    assert m[1].sum() == 12  # half the sites are green
+
+
+@pytest.mark.parametrize("cfa", CFA_PATTERNS)
+def test_constant_colour_exact(cfa: str) -> None:
+    colour = torch.tensor([0.7, 0.3, 0.55], dtype=torch.float64)
+    rgb = colour[:, None, None].expand(3, 10, 12)
+    out = demosaic_bilinear(_mosaic(rgb, cfa), cfa)
+    assert out.dtype == torch.float64 and torch.equal(out, rgb)
+
+
+@pytest.mark.parametrize("cfa", CFA_PATTERNS)
+def test_ramp_interior_and_samples(cfa: str) -> None:
+    h, w = 8, 14
+    x = torch.arange(w, dtype=torch.float32).expand(h, w)
+    rgb = torch.stack([x, 2 * x + 1, 3 * x + 5])
+    mosaic = _mosaic(rgb, cfa)
+    out = demosaic_bilinear(mosaic.numpy(), cfa)  # numpy input accepted
+    assert torch.equal(out[:, 1:-1, 1:-1], rgb[:, 1:-1, 1:-1])
+    masks = cfa_masks(cfa, h, w).bool()
+    assert torch.equal(out[masks], mosaic.expand(3, h, w)[masks])
+    # Batched (B, 1, H, W) gives the same result per image.
+    batch = torch.stack([mosaic, mosaic.flip(-1)])[:, None]
+    assert torch.equal(demosaic_bilinear(batch, cfa)[0], out)
+
+
+def test_samples_kept_random() -> None:
+    g = torch.Generator().manual_seed(0)
+    mosaic = torch.rand(1, 1, 12, 10, generator=g)
+    out = demosaic_bilinear(mosaic, "GRBG")
+    masks = cfa_masks("GRBG", 12, 10).bool()
+    assert torch.equal((out[0] * masks).sum(0), mosaic[0, 0])
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_apply_wb() -> None:
+    mosaic = np.full((4, 4), 0.5, dtype=np.float32)
+    out = apply_wb(mosaic, "RGGB", [2.5, 1.0, 1.5])
+    assert out[0, 0] == 1.25 and out[0, 1] == 0.5 and out[1, 0] == 0.5 and out[1, 1] == 0.75
+    assert apply_wb(mosaic, "RGGB", [2.5, 1.0, 1.5], clip=True).max() == 1.0
+    with pytest.raises(CaispError):
+        apply_wb(mosaic, "RGGB", [1.0, 1.0])
+
+
+@pytest.mark.parametrize("src", CFA_PATTERNS)
+@pytest.mark.parametrize("dst", CFA_PATTERNS)
+def test_to_pattern(src: str, dst: str) -> None:
+    h, w = 6, 8
+    labels = torch.tensor([float("RGB".index(c)) for c in src]).view(2, 2).repeat(h // 2, w // 2)
+    out, (dy, dx) = to_pattern(labels.numpy(), src, dst)
+    assert "".join("RGB"[int(v)] for v in out[:2, :2].flatten()) == dst
+    assert out.shape == (h - 2 * dy, w - 2 * dx)
+    assert torch.equal(out, labels[dy : dy + out.shape[0], dx : dx + out.shape[1]])
+
+
+def test_unknown_pattern() -> None:
+    with pytest.raises(CaispError, match="XGGB"):
+        to_pattern(torch.zeros(4, 4), "XGGB", "RGGB")
+    with pytest.raises(CaispError, match="rgbw"):
+        demosaic_bilinear(torch.zeros(4, 4), "rgbw")
+
+
+# ---------------------------------------------------------------- dataset
+
+H, W = 70, 90
+WB = np.array([2.0, 1.0, 1.5], dtype=np.float32)
+
+
+def _target() -> np.ndarray:
+    """Coordinate-encoding sRGB: R = row, G = column, B constant; linear, so bilinear is near exact."""
+    yy, xx = np.mgrid[:H, :W]
+    return np.stack([yy, xx, np.full_like(yy, 200)], -1).astype(np.uint8)
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> Path:
+    target = _target()
+    for stem, cfa in (("a", "RGGB"), ("b", "GBRG")):
+        # Mosaic = target / WB: input_norm="wb" gives back the target's values.
+        mosaic = _mosaic(torch.from_numpy(target / 255.0 / WB).permute(2, 0, 1), cfa)
+        (tmp_path / "mosaics").mkdir(exist_ok=True)
+        (tmp_path / "targets").mkdir(exist_ok=True)
+        (tmp_path / "jpeg").mkdir(exist_ok=True)
+        np.savez(tmp_path / "mosaics" / f"{stem}.npz", mosaic=mosaic.numpy().astype(np.float32), cfa=cfa, wb=WB)
+        Image.fromarray(target).save(tmp_path / "targets" / f"{stem}.png")
+        Image.fromarray(target).save(tmp_path / "jpeg" / f"{stem}.jpg", quality=95, subsampling=0)
+    return tmp_path
+
+
+def _origin(srgb: torch.Tensor) -> tuple[int, int]:
+    """Top-left (row, column) of the crop in the full image, whatever the flip/rotation."""
+    return round(srgb[0].min().item() * 255), round(srgb[1].min().item() * 255)
+
+
+def test_train_crops(rendered: Path) -> None:
+    torch.manual_seed(0)
+    ds = RawRGBDataset(rendered, ["a", "b"], jpeg_dir=rendered / "jpeg", patch=32, train=True, repeat=3)
+    assert len(ds) == 6 and [ds[i]["stem"] for i in range(6)] == ["a", "b"] * 3
+    origins, orientations = set(), set()
+    for i in range(40):
+        item = ds[i % len(ds)]
+        assert set(item) == {"raw", "srgb", "jpeg", "stem"}
+        for key in ("raw", "srgb", "jpeg"):
+            t = item[key]
+            assert t.shape == (3, 32, 32) and t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
+        y0, x0 = _origin(item["srgb"])
+        assert y0 % 16 == 0 and x0 % 16 == 0 and y0 + 32 <= H and x0 + 32 <= W
+        origins.add((y0, x0))
+        # Where the crop's top-left corner went tells the flip/rotation.
+        s = item["srgb"]
+        orientations.add(tuple(int(v) for v in torch.nonzero((s[0] == s[0].min()) & (s[1] == s[1].min()))[0]))
+        # Same transform everywhere: raw (bilinear of a linear image) and jpeg match srgb closely.
+        assert (item["raw"] - s).abs().max() <= 1.01 / 255  # 1 level off only at image borders
+        assert (item["jpeg"] - s).abs().max() <= 8 / 255
+    assert len(origins) > 4 and len(orientations) == 4
+
+
+def test_val_centre_crop_and_window_demosaic(rendered: Path) -> None:
+    ds = RawRGBDataset(rendered, ["a", "b"], patch=32, train=False)
+    a, again = ds[0], ds[0]
+    assert "jpeg" not in a and all(torch.equal(a[k], again[k]) for k in ("raw", "srgb"))
+    assert _origin(a["srgb"]) == (16, 16)  # ((70 - 32) // 2) // 16 * 16, ((90 - 32) // 2) // 16 * 16
+    assert a["srgb"][0, 0, 0] * 255 == 16 and a["srgb"][1, 0, 0] * 255 == 16  # not flipped
+    with np.load(rendered / "mosaics" / "a.npz") as z:
+        full = demosaic_bilinear(apply_wb(z["mosaic"], "RGGB", WB, clip=True), "RGGB")
+    assert torch.equal(a["raw"], full[:, 16:48, 16:48])
+
+
+def test_whole_image_and_small(rendered: Path) -> None:
+    whole = RawRGBDataset(rendered, ["b"], jpeg_dir=rendered / "jpeg", train=True)[0]
+    assert whole["raw"].shape == whole["srgb"].shape == whole["jpeg"].shape == (3, 64, 80)
+    assert _origin(whole["srgb"]) == (0, 0) and whole["srgb"][1, 0, 79] * 255 == 79
+    big = RawRGBDataset(rendered, ["a"], patch=128, train=True)[0]
+    assert big["raw"].shape == (3, 64, 64)  # largest multiple of 16 that fits
+
+
+def test_input_norm_none(rendered: Path) -> None:
+    item = RawRGBDataset(rendered, ["a"], patch=16, train=False, input_norm="none")[0]
+    with np.load(rendered / "mosaics" / "a.npz") as z:
+        full = demosaic_bilinear(z["mosaic"], "RGGB")
+    y0, x0 = _origin(item["srgb"])
+    assert torch.equal(item["raw"], full[:, y0 : y0 + 16, x0 : x0 + 16])
+
+
+def test_cache(rendered: Path) -> None:
+    ds = RawRGBDataset(rendered, ["a"], patch=16, train=False)
+    first = ds[0]
+    (rendered / "mosaics" / "a.npz").unlink()
+    assert torch.equal(ds[0]["raw"], first["raw"])
+    nocache = RawRGBDataset(rendered, ["b"], patch=16, train=False, cache=False)
+    nocache[0]
+    (rendered / "targets" / "b.png").unlink()
+    with pytest.raises(CaispError, match="b.png"):
+        nocache[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"patch": 0}, "patch"), ({"patch": 20}, "patch"), ({"patch": -16}, "patch"), ({"patch": True}, "patch"),
+     ({"input_norm": "gray"}, "input_norm"), ({"repeat": 0}, "repeat")],
+)
+def test_bad_arguments(rendered: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(CaispError, match=match):
+        RawRGBDataset(rendered, ["a"], **kwargs)
+
+
+def test_bad_files(rendered: Path) -> None:
+    with pytest.raises(CaispError, match="missing"):
+        RawRGBDataset(rendered, ["nope"])
+    Image.fromarray(_target()[:, :88]).save(rendered / "targets" / "a.png")
+    with pytest.raises(CaispError, match="'a'"):
+        RawRGBDataset(rendered, ["a"])[0]
+    np.savez(rendered / "mosaics" / "b.npz", mosaic=np.zeros((H, W), np.float32), cfa="RGBW", wb=WB)
+    with pytest.raises(CaispError, match="RGBW"):
+        RawRGBDataset(rendered, ["b"])[0]
+    with pytest.raises(IndexError):
+        RawRGBDataset(rendered, ["b"])[1]
