@@ -1,0 +1,44 @@
+"""`caisp` console entry point: `caisp develop` (raw -> JPEG with a trained ISP-Net) and
+`caisp params` (validate params.yaml)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from caisp import CaispError, __version__
+
+
+def _params(args: argparse.Namespace) -> int:
+    from caisp.params import load_params, to_dict
+    import yaml
+
+    p = load_params(args.path)
+    print(yaml.safe_dump(to_dict(p), sort_keys=False) if args.show else f"{args.path}: valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from caisp.develop import add_develop_parser
+
+    ap = argparse.ArgumentParser(prog="caisp", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"caisp {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_develop_parser(sub)
+    pp = sub.add_parser("params", help="validate params.yaml (and print it with --show)")
+    pp.add_argument("path", nargs="?", default="params.yaml")
+    pp.add_argument("--show", action="store_true", help="print every parameter with its value")
+    pp.set_defaults(func=_params)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CaispError as e:
+        print(f"caisp: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

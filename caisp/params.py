@@ -1,0 +1,274 @@
+"""The one place that defines and validates every parameter of params.yaml.
+
+Each section is a dataclass; `load_params()` builds them from the YAML, rejects unknown keys and
+checks types and ranges, and every error names the offending key (e.g. ``render.workers``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from caisp import CaispError
+
+CFA = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
+CAS_VARIANTS = ("unet", "acn", "djs", "kornia")
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict:
+    return {"range": (lo, hi)}
+
+
+@dataclass
+class SyntheticParams:
+    cfa: CFA = "RGGB"
+    noise: bool = True
+    bits: int = field(default=14, metadata=_range(10, 16))
+    tile: int = field(default=256, metadata=_range(0))
+    extra_photos: Optional[Path] = field(default=None, metadata={"exists": True})
+
+
+@dataclass
+class FivekParams:
+    list_url: str = "https://raw.githubusercontent.com/yzxing87/Invertible-ISP/main/data/NIKON_D700.txt"
+    limit: Optional[int] = field(default=None, metadata=_range(1))
+    workers: int = field(default=8, metadata=_range(1, 64))
+    retries: int = field(default=4, metadata=_range(0, 20))
+
+
+@dataclass
+class FolderParams:
+    path: Optional[Path] = field(default=None, metadata={"exists": True})
+
+
+@dataclass
+class DataParams:
+    source: Literal["synthetic", "fivek", "folder"] = "synthetic"
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+    fivek: FivekParams = field(default_factory=FivekParams)
+    folder: FolderParams = field(default_factory=FolderParams)
+
+
+@dataclass
+class RenderParams:
+    use_camera_wb: bool = True
+    no_auto_bright: bool = True
+    demosaic: Optional[str] = None
+    on_error: Literal["skip", "fail"] = "skip"
+    workers: int = field(default=2, metadata=_range(1, 256))
+
+
+@dataclass
+class EncodeParams:
+    subsampling: Literal["4:2:0", "4:2:2", "4:4:4"] = "4:2:0"
+    workers: int = field(default=2, metadata=_range(1, 256))
+
+
+@dataclass
+class SplitParams:
+    ratios: list[float] = field(default_factory=lambda: [0.8, 0.05, 0.15])
+
+
+@dataclass
+class ModelParams:
+    base_width: int = field(default=12, metadata=_range(1, 256))
+    input_norm: Literal["wb", "none"] = "wb"
+
+
+@dataclass
+class TrainParams:
+    patch: int = field(default=96, metadata=_range(16, 4096))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = field(default=0, metadata=_range(0, 64))
+    ckpt_every: int = field(default=100, metadata=_range(1))
+    amp: bool = True
+
+
+@dataclass
+class CasParams:
+    variants: list[str] = field(default_factory=lambda: list(CAS_VARIANTS))
+    unfrozen: list[str] = field(default_factory=lambda: ["unet", "acn"])
+    residual: bool = True
+    djs_terms: int = field(default=9, metadata=_range(0, 100))
+    steps: int = field(default=400, metadata=_range(1))
+    batch_size: int = field(default=8, metadata=_range(1))
+    lr: float = field(default=1e-3, metadata=_range(0, 1))
+
+
+@dataclass
+class IspParams:
+    steps: int = field(default=1200, metadata=_range(1))
+    batch_size: int = field(default=8, metadata=_range(1))
+    lr: float = field(default=2e-3, metadata=_range(0, 1))
+
+
+@dataclass
+class FinetuneParams:
+    steps: int = field(default=200, metadata=_range(1))
+    batch_size: int = field(default=8, metadata=_range(1))
+    lr_scale: float = field(default=0.1, metadata=_range(0, 1))
+
+
+@dataclass
+class EvaluateParams:
+    sweep_qfs: list[int] = field(default_factory=lambda: list(range(80, 97, 2)))
+    tile: int = field(default=512, metadata=_range(64))
+    overlap: int = field(default=32, metadata=_range(0))
+
+
+@dataclass
+class Params:
+    lambda_isp: float = field(default=0.1, metadata=_range(0))
+    lambda_comp: float = field(default=1.0, metadata=_range(0))
+    qfs: list[int] = field(default_factory=lambda: [80, 90])
+    seed: int = field(default=0, metadata=_range(0))
+    data: DataParams = field(default_factory=DataParams)
+    render: RenderParams = field(default_factory=RenderParams)
+    encode: EncodeParams = field(default_factory=EncodeParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    cas: CasParams = field(default_factory=CasParams)
+    isp: IspParams = field(default_factory=IspParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def __post_init__(self) -> None:
+        _check_cross_field(self)
+
+
+def _fail(key: str, msg: str) -> typing.NoReturn:
+    raise CaispError(f"params: {key}: {msg}")
+
+
+def _convert(key: str, tp: Any, value: Any, meta: dict, base: Path) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            _fail(key, "must not be null")
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(key, inner, value, meta, base)
+    if origin is Literal:
+        if value not in args:
+            _fail(key, f"{value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(key, f"must be a list, got {value!r}")
+        return [_convert(f"{key}[{i}]", args[0], v, meta, base) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, base)
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, f"must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, f"must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            _fail(key, f"must be finite, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str) or not value:
+            _fail(key, f"must be a non-empty string, got {value!r}")
+    elif tp is Path:
+        if not isinstance(value, str) or not value:
+            _fail(key, f"must be a path, got {value!r}")
+        value = Path(value).expanduser()
+        if not value.is_absolute():
+            value = base / value
+        if meta.get("exists") and not value.exists():
+            _fail(key, f"path {value} does not exist")
+    lo, hi = meta.get("range", (None, None))
+    if lo is not None and value < lo:
+        _fail(key, f"{value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        _fail(key, f"{value!r} is above the maximum {hi}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str, base: Path) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(prefix or "<top level>", f"must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = ".".join(filter(None, [prefix, str(unknown[0])]))
+        _fail(key, f"unknown key (known here: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in raw:
+            key = ".".join(filter(None, [prefix, name]))
+            kwargs[name] = _convert(key, hints[name], raw[name], dict(f.metadata), base)
+    return cls(**kwargs)
+
+
+def _check_cross_field(p: Params) -> None:
+    for key, qfs in (("qfs", p.qfs), ("evaluate.sweep_qfs", p.evaluate.sweep_qfs)):
+        if not qfs:
+            _fail(key, "must list at least one quality factor")
+        for qf in qfs:
+            if not 1 <= qf <= 100:
+                _fail(key, f"quality factor {qf} is outside 1..100")
+        if len(set(qfs)) != len(qfs):
+            _fail(key, f"repeats a quality factor: {qfs}")
+    for key, names in (("cas.variants", p.cas.variants), ("cas.unfrozen", p.cas.unfrozen)):
+        for name in names:
+            if name not in CAS_VARIANTS:
+                _fail(key, f"unknown CAS variant {name!r} (known: {', '.join(CAS_VARIANTS)})")
+    for name in p.cas.unfrozen:
+        if name in ("djs", "kornia"):
+            _fail("cas.unfrozen", f"{name!r} has no parameters to update")
+    r = p.split.ratios
+    if len(r) != 3 or any((not math.isfinite(x)) or x < 0 for x in r) or abs(sum(r) - 1) > 1e-6:
+        _fail("split.ratios", f"must be three non-negative numbers summing to 1, got {r}")
+    if p.train.patch % 16:
+        _fail("train.patch", f"{p.train.patch} is not a multiple of 16 (crops sit on the JPEG grid)")
+    if p.evaluate.tile % 16 or p.evaluate.tile < 2 * p.evaluate.overlap + 16:
+        _fail("evaluate.tile", f"{p.evaluate.tile} must be a multiple of 16 and >= 2*overlap+16")
+    if p.lambda_isp == 0 and p.lambda_comp == 0:
+        _fail("lambda_comp", "lambda_isp and lambda_comp are both 0: nothing to train")
+    if p.data.source == "folder" and p.data.folder.path is None:
+        _fail("data.folder.path", "must name a folder of raw files when data.source is 'folder'")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (relative paths in it are relative to its folder)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CaispError(f"params: {path} not found") from None
+    except yaml.YAMLError as e:
+        raise CaispError(f"params: {path} is not valid YAML: {e}") from None
+    return from_dict(raw, base=path.resolve().parent)
+
+
+def from_dict(raw: dict, base: Path = Path(".")) -> Params:
+    return _build(Params, raw, "", base)
+
+
+def to_dict(p: Any) -> Any:
+    """Plain JSON-able dict of a params (sub)tree, e.g. to store beside a checkpoint."""
+    if dataclasses.is_dataclass(p):
+        return {f.name: to_dict(getattr(p, f.name)) for f in dataclasses.fields(p)}
+    if isinstance(p, list):
+        return [to_dict(v) for v in p]
+    if isinstance(p, Path):
+        return str(p)
+    return p

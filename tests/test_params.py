@@ -1,0 +1,87 @@
+"""params.yaml is the single source; every bad value is refused with the key named."""
+import copy
+
+import pytest
+import yaml
+
+from caisp import CaispError
+from caisp.params import Params, from_dict, load_params, to_dict
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_are_valid_and_complete(raw):
+    p = load_params(ROOT / "params.yaml")
+    assert p.lambda_isp == 0.1 and p.lambda_comp == 1.0  # the paper's weights
+    assert p.qfs == [80, 90]
+    # every key of the dataclasses is spelled out in params.yaml: nothing hides in code defaults
+    def keys(d, prefix=""):
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, prefix + k + ".")
+        return out
+    assert keys(to_dict(Params())) == keys(raw)
+
+
+def test_paper_params_file_is_valid():
+    p = load_params(ROOT / "params-paper.yaml")
+    assert p.model.base_width == 32 and p.train.patch == 448
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("render.wokers", 2, "render.wokers: unknown key"),
+    ("qfs", [80, 101], "qfs: quality factor 101"),
+    ("qfs", [0], "qfs: quality factor 0"),
+    ("evaluate.sweep_qfs", [80, 80], "evaluate.sweep_qfs: repeats"),
+    ("split.ratios", [0.5, 0.5, 0.5], "split.ratios"),
+    ("split.ratios", [1.2, -0.2, 0.0], "split.ratios"),
+    ("split.ratios", [0.8, 0.2], "split.ratios"),
+    ("train.patch", 100, "train.patch: 100 is not a multiple of 16"),
+    ("train.patch", 0, "train.patch"),
+    ("data.source", "flickr", "data.source: 'flickr' is not one of"),
+    ("data.synthetic.cfa", "RGBG", "data.synthetic.cfa"),
+    ("data.synthetic.extra_photos", "/no/such/folder", "data.synthetic.extra_photos: path"),
+    ("render.workers", "two", "render.workers: must be an integer"),
+    ("render.workers", 0, "render.workers: 0 is below the minimum 1"),
+    ("render.on_error", "ignore", "render.on_error"),
+    ("encode.subsampling", "4:1:1", "encode.subsampling"),
+    ("lambda_comp", -1, "lambda_comp: -1.0 is below the minimum 0"),
+    ("lambda_comp", "much", "lambda_comp: must be a number"),
+    ("cas.variants", ["unet", "bpg"], "cas.variants: unknown CAS variant 'bpg'"),
+    ("cas.unfrozen", ["djs"], "cas.unfrozen: 'djs' has no parameters"),
+    ("model.input_norm", "gray", "model.input_norm"),
+    ("isp.lr", True, "isp.lr: must be a number"),
+    ("data.source", "folder", "data.folder.path: must name a folder"),
+])
+def test_bad_values_name_the_key(raw, key, value, message):
+    bad = copy.deepcopy(raw)
+    node = bad
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(CaispError, match="params: " + message.replace("(", r"\(")):
+        from_dict(bad)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(CaispError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "p.yaml").write_text("qfs: [80, 90\n")
+    with pytest.raises(CaispError, match="not valid YAML"):
+        load_params(tmp_path / "p.yaml")
+    (tmp_path / "q.yaml").write_text("render: 3\n")
+    with pytest.raises(CaispError, match="render: must be a mapping"):
+        load_params(tmp_path / "q.yaml")
+
+
+def test_relative_paths_resolve_against_the_params_file(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "p.yaml").write_text("data:\n  synthetic:\n    extra_photos: photos\n")
+    assert load_params(tmp_path / "p.yaml").data.synthetic.extra_photos == tmp_path / "photos"
