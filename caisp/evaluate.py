@@ -1,0 +1,317 @@
+"""Evaluation with real JPEG (Section IV-C/D/F): ISP outputs rounded to 8 bits, compressed by Pillow
+with the ground truth's settings, scored against the ground-truth JPEG; CAS fidelity against c(y)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from caisp import metrics
+from caisp.bjontegaard import bd_psnr, bd_rate
+
+Codec = tuple[Callable[..., bytes], Callable[[bytes], np.ndarray]]
+ISP_COLUMNS = ["model", "stem", "qf", "psnr", "ssim", "bpp", "psnr_raw", "bpp_gt", "psnr_gt"]
+
+
+def _codec() -> Codec:
+    """(encode_jpeg, decode_jpeg); imported lazily so this module loads without the codec."""
+    from caisp.data.codec import decode_jpeg, encode_jpeg
+
+    return encode_jpeg, decode_jpeg
+
+
+# --- metrics on 8-bit HxWx3 arrays -------------------------------------------------------------
+
+def _t(img: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    # Decoded JPEGs are read-only views; np.require copies only then (torch wants writable memory).
+    return torch.from_numpy(np.require(img, requirements=["C", "W"])).to(device).permute(2, 0, 1)[None].double()
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray, device: str | torch.device = "cpu") -> float:
+    """PSNR (dB, data range 255) of two uint8 HxWx3 images; inf when identical."""
+    return float(metrics.psnr(_t(a, device), _t(b, device), data_range=255.0)[0])
+
+
+def ssim_u8(a: np.ndarray, b: np.ndarray, device: str | torch.device = "cpu") -> float:
+    return float(metrics.ssim(_t(a, device), _t(b, device), data_range=255.0)[0])
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(3,H,W) or (1,3,H,W) float in [0,1] -> HxWx3 uint8 (clamped, rounded as an 8-bit file would be)."""
+    if x.dim() == 4:
+        x = x[0]
+    x = x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.permute(1, 2, 0).cpu().numpy()
+
+
+# --- one image ---------------------------------------------------------------------------------
+
+def _gt_jpeg(target: np.ndarray, qf: int, subsampling: str, codec: Codec,
+             target_jpeg_bytes: bytes | None, device) -> dict[str, Any]:
+    enc, dec = codec
+    data = target_jpeg_bytes if target_jpeg_bytes is not None else enc(target, qf, subsampling=subsampling)
+    decoded = dec(data)
+    if decoded.shape != target.shape:
+        raise ValueError(f"ground-truth JPEG is {decoded.shape}, target is {target.shape}")
+    h, w = target.shape[:2]
+    return {"decoded": decoded, "bpp_gt": metrics.bpp(len(data), h, w),
+            "psnr_gt": psnr_u8(decoded, target, device)}
+
+
+def _score(pred: np.ndarray, target: np.ndarray, gt: dict[str, Any], *, qf: int, subsampling: str,
+           codec: Codec, psnr_raw: float, with_ssim: bool, device) -> dict[str, float]:
+    enc, dec = codec
+    data = enc(pred, qf, subsampling=subsampling)
+    decoded = dec(data)
+    h, w = pred.shape[:2]
+    return {"psnr": psnr_u8(decoded, gt["decoded"], device),
+            "ssim": ssim_u8(decoded, gt["decoded"], device) if with_ssim else math.nan,
+            "bpp": metrics.bpp(len(data), h, w),
+            "psnr_raw": psnr_raw, "bpp_gt": gt["bpp_gt"], "psnr_gt": gt["psnr_gt"]}
+
+
+def evaluate_pair(pred_uint8: np.ndarray, target_uint8: np.ndarray, *, qf: int, subsampling: str = "4:2:0",
+                  target_jpeg_bytes: bytes | None = None, with_ssim: bool = True,
+                  device: str | torch.device = "cpu") -> dict[str, float]:
+    """Score one ISP output: PSNR/SSIM of c(f(x)) vs c(y), its bpp, PSNR(f(x), y) ('psnr_raw'), and
+    the ground truth JPEG's own bpp ('bpp_gt') and PSNR(c(y), y) ('psnr_gt'). `target_jpeg_bytes`
+    (the encode stage's file) replaces re-encoding y."""
+    if pred_uint8.shape != target_uint8.shape or pred_uint8.dtype != np.uint8 or target_uint8.dtype != np.uint8:
+        raise ValueError(f"evaluate_pair wants two uint8 HxWx3 arrays of one shape, got "
+                         f"{pred_uint8.dtype}{pred_uint8.shape} and {target_uint8.dtype}{target_uint8.shape}")
+    codec = _codec()
+    gt = _gt_jpeg(target_uint8, qf, subsampling, codec, target_jpeg_bytes, device)
+    return _score(pred_uint8, target_uint8, gt, qf=qf, subsampling=subsampling, codec=codec,
+                  psnr_raw=psnr_u8(pred_uint8, target_uint8, device), with_ssim=with_ssim, device=device)
+
+
+# --- ISP inference -----------------------------------------------------------------------------
+
+def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right only (keeps the 8x8 JPEG grid and the CFA phase at the top-left)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+@torch.inference_mode()
+def run_model(model: nn.Module, image: torch.Tensor, *, device: str | torch.device, tile: int | None,
+              overlap: int = 32, multiple: int = 16) -> torch.Tensor:
+    """Apply `model` to one (3,H,W) image at full size (tiled when larger than `tile`); (1,3,H,W) on CPU."""
+    model.eval()
+    x = image[None] if image.dim() == 3 else image
+    h, w = x.shape[-2:]
+    x = _pad_to(x.to(device, torch.float32), multiple)
+    if tile is not None and max(x.shape[-2:]) > tile:
+        from caisp.tiling import run_tiled
+
+        y = run_tiled(model, x, tile, overlap)
+    else:
+        y = model(x)
+    return y[..., :h, :w].float().cpu()
+
+
+def isp_outputs(model: nn.Module, dataset: Sequence[dict], *, device: str | torch.device = "cpu",
+                tile: int | None = None, overlap: int = 32) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yield (stem, f(x) as uint8, y as uint8) for every full-size image of `dataset`."""
+    for i in range(len(dataset)):
+        item = dataset[i]
+        pred = run_model(model, item["raw"], device=device, tile=tile, overlap=overlap)
+        yield item["stem"], to_uint8(pred), to_uint8(item["srgb"])
+
+
+def _jpeg_file(jpeg_root: Path | None, qf: int, stem: str) -> bytes | None:
+    if jpeg_root is None:
+        return None
+    path = Path(jpeg_root) / f"qf{qf}" / f"{stem}.jpg"
+    return path.read_bytes() if path.is_file() else None
+
+
+def evaluate_isps(models: dict[str, nn.Module], dataset: Sequence[dict], *, qfs: Sequence[int],
+                  train_qf: int, subsampling: str = "4:2:0", device: str | torch.device = "cpu",
+                  tile: int | None = None, overlap: int = 32, jpeg_root: Path | None = None,
+                  ssim_all_qfs: bool = False) -> pd.DataFrame:
+    """One row per (model, stem, qf) over the QF sweep (train_qf always included). Each model runs
+    once per image; the ground truth JPEG is encoded once per (image, qf) and shared by all models.
+    `jpeg_root` (data/jpeg) supplies the encode stage's files where present. SSIM is computed at
+    train_qf always, elsewhere (NaN) only if `ssim_all_qfs`: it costs ~100x a JPEG round trip on CPU."""
+    codec = _codec()
+    sweep = sorted(set(int(q) for q in qfs) | {int(train_qf)})
+    rows: list[dict[str, Any]] = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        stem, target = item["stem"], to_uint8(item["srgb"])
+        gts = {q: _gt_jpeg(target, q, subsampling, codec, _jpeg_file(jpeg_root, q, stem), device)
+               for q in sweep}
+        for label, model in models.items():
+            pred = to_uint8(run_model(model, item["raw"], device=device, tile=tile, overlap=overlap))
+            raw_psnr = psnr_u8(pred, target, device)
+            for q in sweep:
+                s = _score(pred, target, gts[q], qf=q, subsampling=subsampling, codec=codec,
+                           psnr_raw=raw_psnr, with_ssim=ssim_all_qfs or q == train_qf, device=device)
+                rows.append({"model": label, "stem": stem, "qf": q, **s})
+    return pd.DataFrame(rows, columns=ISP_COLUMNS)
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+def _f(x: Any) -> float | None:
+    """Plain float for JSON; NaN/inf/missing -> None."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _finite_mean(s: pd.Series) -> float | None:
+    s = pd.to_numeric(s, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+    return _f(s.mean()) if len(s) else None
+
+
+def rd_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean (bpp, psnr) per model and QF, plus the 'ground_truth' curve (bpp_gt, psnr_gt): Figure 5."""
+    cols = ["model", "qf", "bpp", "psnr"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    clean = df.replace([np.inf, -np.inf], np.nan)
+    models = clean.groupby(["model", "qf"], as_index=False)[["bpp", "psnr"]].mean()
+    gt = (clean.drop_duplicates(["stem", "qf"]).groupby("qf", as_index=False)[["bpp_gt", "psnr_gt"]].mean()
+          .rename(columns={"bpp_gt": "bpp", "psnr_gt": "psnr"}).assign(model="ground_truth"))
+    return pd.concat([models[cols], gt[cols]], ignore_index=True).sort_values(["model", "qf"], ignore_index=True)
+
+
+def _bd(rd: pd.DataFrame, ref: str, test: str) -> tuple[float | None, float | None]:
+    a, b = rd[rd.model == ref].dropna(), rd[rd.model == test].dropna()
+    try:
+        return (_f(bd_psnr(a.bpp, a.psnr, b.bpp, b.psnr)), _f(bd_rate(a.bpp, a.psnr, b.bpp, b.psnr)))
+    except ValueError:
+        return None, None
+
+
+def _paired(d: np.ndarray) -> dict[str, Any]:
+    """Per-image PSNR differences: n, images improved, mean, std, paired t-test and Wilcoxon p."""
+    from scipy import stats
+
+    d = d[~np.isnan(d)]
+    out: dict[str, Any] = {"n": int(d.size), "improved": int((d > 0).sum()), "mean": None, "std": None,
+                           "t": None, "p_ttest": None, "p_wilcoxon": None}
+    # An identical image pair gives inf dB: it counts as improved but stays out of the moments.
+    d = d[np.isfinite(d)]
+    if d.size:
+        out["mean"] = _f(d.mean())
+        out["std"] = _f(d.std(ddof=1)) if d.size > 1 else None
+    if d.size > 1 and np.ptp(d) > 0:
+        t = stats.ttest_1samp(d, 0.0)
+        out["t"], out["p_ttest"] = _f(t.statistic), _f(t.pvalue)
+    if d.size > 1 and np.any(d != 0):
+        try:
+            out["p_wilcoxon"] = _f(stats.wilcoxon(d).pvalue)
+        except ValueError:
+            pass
+    return out
+
+
+def summarize(df: pd.DataFrame, *, train_qf: int, aware_label: str = "aware",
+              agnostic_label: str = "agnostic") -> dict[str, Any]:
+    """JSON-able summary at eval qf == train_qf (per-model means, aware - agnostic deltas, paired
+    per-image statistics) and BD-PSNR / BD-rate of aware vs agnostic over the whole QF sweep."""
+    at = df[df.qf == train_qf]
+    models = {str(m): {"psnr": _finite_mean(g.psnr), "ssim": _finite_mean(g.ssim), "bpp": _finite_mean(g.bpp),
+                       "psnr_raw": _finite_mean(g.psnr_raw), "n": int(len(g))}
+              for m, g in at.groupby("model", sort=False)}
+    gt_rows = at.drop_duplicates("stem")
+    out: dict[str, Any] = {
+        "train_qf": int(train_qf), "aware": aware_label, "agnostic": agnostic_label,
+        "n_images": int(gt_rows.stem.nunique()),
+        "models": models,
+        "ground_truth": {"psnr": _finite_mean(gt_rows.psnr_gt), "bpp": _finite_mean(gt_rows.bpp_gt)},
+        "d_psnr": None, "d_ssim": None, "d_bpp": None, "d_psnr_raw": None,
+        "paired": _paired(np.array([])), "bd_psnr": None, "bd_rate": None,
+        "qfs": sorted(int(q) for q in df.qf.unique()),
+    }
+    if aware_label in models and agnostic_label in models:
+        aw, ag = models[aware_label], models[agnostic_label]
+        for k in ("psnr", "ssim", "bpp", "psnr_raw"):
+            out[f"d_{k}"] = None if aw[k] is None or ag[k] is None else aw[k] - ag[k]
+        pair = (at[at.model == agnostic_label][["stem", "psnr"]]
+                .merge(at[at.model == aware_label][["stem", "psnr"]], on="stem", suffixes=("_ag", "_aw")))
+        d = (pair.psnr_aw - pair.psnr_ag).to_numpy(dtype=float)
+        out["paired"] = _paired(d)
+        out["bd_psnr"], out["bd_rate"] = _bd(rd_points(df), agnostic_label, aware_label)
+    return out
+
+
+# --- CAS fidelity (Table 1) --------------------------------------------------------------------
+
+def evaluate_cas(cas: nn.Module | None, dataset: Sequence[dict], *, device: str | torch.device = "cpu",
+                 tile: int | None = None, overlap: int = 32) -> pd.DataFrame:
+    """Per test image: PSNR/SSIM of g(y) (8-bit) vs the real JPEG c(y), and the identity baseline
+    (y vs c(y)). `cas=None` gives the identity columns only."""
+    rows = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if "jpeg" not in item:
+            raise ValueError("evaluate_cas needs a dataset built with jpeg_dir (items lack 'jpeg')")
+        y, cy = to_uint8(item["srgb"]), to_uint8(item["jpeg"])
+        row: dict[str, Any] = {"stem": item["stem"], "psnr_identity": psnr_u8(y, cy, device),
+                               "ssim_identity": ssim_u8(y, cy, device)}
+        if cas is not None:
+            gy = to_uint8(run_model(cas, item["srgb"], device=device, tile=tile, overlap=overlap))
+            row["psnr"], row["ssim"] = psnr_u8(gy, cy, device), ssim_u8(gy, cy, device)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize_cas(df: pd.DataFrame) -> dict[str, float | int | None]:
+    """Means of evaluate_cas columns: psnr, ssim (None without a CAS), psnr_identity, ssim_identity, n."""
+    out: dict[str, float | int | None] = {k: (_finite_mean(df[k]) if k in df else None)
+                                          for k in ("psnr", "ssim", "psnr_identity", "ssim_identity")}
+    out["n"] = int(len(df))
+    return out
+
+
+# --- Figure 4 material -------------------------------------------------------------------------
+
+def make_example(title: str, gt: np.ndarray, agnostic_pred: np.ndarray, aware_pred: np.ndarray, *,
+                 qf: int, subsampling: str = "4:2:0", crop: int | None = 256) -> dict[str, Any]:
+    """JPEG both ISP outputs and crop the window where the aware model helps most (Figure 4)."""
+    enc, dec = _codec()
+    h, w = gt.shape[:2]
+    out: dict[str, Any] = {"title": title}
+    jpegs = {}
+    for name, img in (("agnostic", agnostic_pred), ("aware", aware_pred)):
+        data = enc(img, qf, subsampling=subsampling)
+        jpegs[name] = dec(data)
+        out[f"{name}_bpp"] = metrics.bpp(len(data), h, w)
+    y0 = x0 = 0
+    if crop is not None and crop < min(h, w):
+        gain = (np.abs(jpegs["agnostic"].astype(np.int16) - gt).mean(2)
+                - np.abs(jpegs["aware"].astype(np.int16) - gt).mean(2))
+        # Coarse grid search on an integral image: cheap and deterministic.
+        ii = np.pad(gain.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        step = max(crop // 4, 8)
+        best = -np.inf
+        for yy in range(0, h - crop + 1, step):
+            for xx in range(0, w - crop + 1, step):
+                s = ii[yy + crop, xx + crop] - ii[yy, xx + crop] - ii[yy + crop, xx] + ii[yy, xx]
+                if s > best:
+                    best, y0, x0 = s, yy, xx
+        sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+    else:
+        sl = (slice(None), slice(None))
+    out["gt"] = gt[sl]
+    for name in ("agnostic", "aware"):
+        out[f"{name}_jpeg"] = jpegs[name][sl]
+        out[f"{name}_psnr"] = psnr_u8(jpegs[name], gt)  # whole image, as reported under the crops
+    out["crop"] = (y0, x0, crop)
+    return out

@@ -1,0 +1,248 @@
+"""Real-JPEG evaluation arithmetic, Bjontegaard deltas and summaries (Pillow stand-in codec)."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from caisp import evaluate as ev
+from caisp.bjontegaard import bd_psnr, bd_rate
+
+
+def _pil_encode(img: np.ndarray, qf: int, subsampling: str = "4:2:0") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=qf, subsampling=subsampling)
+    return buf.getvalue()
+
+
+def _pil_decode(data: bytes) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(autouse=True)
+def pillow_codec(monkeypatch):
+    """Independent of caisp.data.codec (written elsewhere): plain Pillow with the same settings."""
+    monkeypatch.setattr(ev, "_codec", lambda: (_pil_encode, _pil_decode))
+
+
+def _image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Smooth content plus mild texture, kept inside [10, 240] so +offset never clips.
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 120 + 60 * np.sin(xx / 7.0)[..., None] * np.cos(yy / 5.0)[..., None] * np.array([1.0, 0.7, 0.4])
+    return np.clip(base + rng.normal(0, 8, (h, w, 3)), 10, 240).astype(np.uint8)
+
+
+# --- evaluate_pair ---------------------------------------------------------------------------------
+
+def test_psnr_raw_of_a_constant_offset_is_analytic():
+    y = _image()
+    r = ev.evaluate_pair(y + 3, y, qf=90)
+    assert r["psnr_raw"] == pytest.approx(10 * math.log10(255**2 / 9), abs=1e-9)
+
+
+def test_bpp_counts_file_bytes_of_an_independent_encode():
+    y = _image()
+    pred = np.clip(y.astype(int) + 5, 0, 255).astype(np.uint8)
+    r = ev.evaluate_pair(pred, y, qf=85, subsampling="4:2:0")
+    h, w = y.shape[:2]
+    assert r["bpp"] == 8 * len(_pil_encode(pred, 85, "4:2:0")) / (h * w)
+    assert r["bpp_gt"] == 8 * len(_pil_encode(y, 85, "4:2:0")) / (h * w)
+    ref = 10 * math.log10(255**2 / np.mean((_pil_decode(_pil_encode(pred, 85)).astype(float)
+                                             - _pil_decode(_pil_encode(y, 85))) ** 2))
+    assert r["psnr"] == pytest.approx(ref, abs=1e-9)
+    assert 0 < r["ssim"] < 1
+
+
+def test_identical_prediction_matches_the_ground_truth_path():
+    y = _image()
+    r = ev.evaluate_pair(y.copy(), y, qf=90)
+    assert math.isinf(r["psnr"]) and math.isinf(r["psnr_raw"])
+    assert r["bpp"] == r["bpp_gt"]
+    assert r["ssim"] == pytest.approx(1.0)
+    gt_psnr = 10 * math.log10(255**2 / np.mean((_pil_decode(_pil_encode(y, 90)).astype(float) - y) ** 2))
+    assert r["psnr_gt"] == pytest.approx(gt_psnr, abs=1e-9)
+
+
+def test_given_ground_truth_bytes_replace_re_encoding():
+    y = _image()
+    data = _pil_encode(y, 60)  # deliberately another QF, so re-encoding would differ
+    r = ev.evaluate_pair(y.copy(), y, qf=90, target_jpeg_bytes=data)
+    assert r["bpp_gt"] == 8 * len(data) / (y.shape[0] * y.shape[1])
+    assert r["bpp"] != r["bpp_gt"] and math.isfinite(r["psnr"])
+
+
+def test_evaluate_pair_rejects_mismatched_inputs():
+    y = _image()
+    with pytest.raises(ValueError, match="uint8"):
+        ev.evaluate_pair(y.astype(np.float32), y, qf=90)
+    with pytest.raises(ValueError):
+        ev.evaluate_pair(y[:32], y, qf=90)
+
+
+def test_real_codec_agrees_with_the_formula(monkeypatch):
+    codec = pytest.importorskip("caisp.data.codec")
+    monkeypatch.setattr(ev, "_codec", lambda: (codec.encode_jpeg, codec.decode_jpeg))
+    y = _image()
+    pred = np.clip(y.astype(int) - 4, 0, 255).astype(np.uint8)
+    r = ev.evaluate_pair(pred, y, qf=90, subsampling="4:2:0")
+    assert r["bpp"] == 8 * len(codec.encode_jpeg(pred, 90, subsampling="4:2:0")) / (y.shape[0] * y.shape[1])
+
+
+# --- Bjontegaard -----------------------------------------------------------------------------------
+
+RATES = [0.35, 0.45, 0.55, 0.7, 0.9, 1.2]
+PSNRS = [33.1, 34.0, 34.8, 35.6, 36.5, 37.6]
+
+
+def test_bd_of_a_curve_against_itself_is_zero():
+    assert abs(bd_rate(RATES, PSNRS, RATES, PSNRS)) < 1e-9
+    assert abs(bd_psnr(RATES, PSNRS, RATES, PSNRS)) < 1e-9
+
+
+def test_bd_rate_of_scaled_rates_is_minus_ten_percent():
+    assert bd_rate(RATES, PSNRS, [0.9 * r for r in RATES], PSNRS) == pytest.approx(-10.0, abs=1e-6)
+    # Order of points does not matter.
+    assert bd_rate(RATES[::-1], PSNRS[::-1], [0.9 * r for r in RATES], PSNRS) == pytest.approx(-10.0, abs=1e-6)
+
+
+def test_bd_psnr_of_a_shifted_curve_is_the_shift():
+    assert bd_psnr(RATES, PSNRS, RATES, [p + 0.5 for p in PSNRS]) == pytest.approx(0.5, abs=1e-9)
+    assert bd_psnr(RATES, [p + 0.5 for p in PSNRS], RATES, PSNRS) == pytest.approx(-0.5, abs=1e-9)
+
+
+def test_bd_validates_inputs():
+    with pytest.raises(ValueError, match="at least 2"):
+        bd_rate([0.5], [30.0], RATES, PSNRS)
+    with pytest.raises(ValueError, match="do not overlap"):
+        bd_psnr([0.1, 0.2], [30, 31], [1.0, 2.0], [40, 41])
+    with pytest.raises(ValueError, match="do not overlap"):
+        bd_rate([0.1, 0.2], [30, 31], [0.1, 0.2], [40, 41])
+    with pytest.raises(ValueError, match="distinct"):
+        bd_psnr([0.5, 0.5, 0.6], [30, 31, 32], RATES, PSNRS)
+    with pytest.raises(ValueError, match="non-positive"):
+        bd_rate([0.0, 0.5], [30, 31], RATES, PSNRS)
+
+
+# --- summaries -------------------------------------------------------------------------------------
+
+def _fake_frame() -> pd.DataFrame:
+    rows = []
+    qfs = [80, 85, 90]
+    for i, stem in enumerate(["a", "b", "c", "d"]):
+        for q in qfs:
+            base = 30 + (q - 80) * 0.2 + i
+            bpp = 0.3 + (q - 80) * 0.05
+            gt = dict(bpp_gt=bpp * 1.1, psnr_gt=40 + (q - 80) * 0.3)
+            # aware beats agnostic on a, b, c by 1 dB and loses on d by 0.5 dB at every QF.
+            d = -0.5 if stem == "d" else 1.0
+            rows.append(dict(model="agnostic", stem=stem, qf=q, psnr=base, ssim=0.9, bpp=bpp, psnr_raw=33.0, **gt))
+            rows.append(dict(model="aware", stem=stem, qf=q, psnr=base + d, ssim=0.92, bpp=bpp, psnr_raw=32.5, **gt))
+    return pd.DataFrame(rows)
+
+
+def test_summarize_pairs_images_and_counts_improvements():
+    s = ev.summarize(_fake_frame(), train_qf=85)
+    assert s["n_images"] == 4
+    assert s["paired"]["n"] == 4 and s["paired"]["improved"] == 3
+    assert s["paired"]["mean"] == pytest.approx((3 * 1.0 - 0.5) / 4)
+    assert s["d_psnr"] == pytest.approx(0.625)
+    assert s["d_bpp"] == pytest.approx(0.0) and s["d_ssim"] == pytest.approx(0.02)
+    assert s["d_psnr_raw"] == pytest.approx(-0.5)
+    assert s["models"]["aware"]["n"] == 4
+    assert s["bd_psnr"] == pytest.approx(0.625, abs=1e-9)
+    assert s["bd_rate"] < 0
+    assert s["paired"]["p_ttest"] is not None and s["paired"]["p_wilcoxon"] is not None
+    assert s["qfs"] == [80, 85, 90]
+    # JSON-able: plain values only, no NaN.
+    import json
+    json.dumps(s, allow_nan=False)
+
+
+def test_summarize_without_the_aware_model_gives_nones():
+    df = _fake_frame()
+    s = ev.summarize(df[df.model == "agnostic"], train_qf=80)
+    assert s["d_psnr"] is None and s["bd_rate"] is None and s["paired"]["n"] == 0
+    import json
+    json.dumps(s, allow_nan=False)
+
+
+def test_rd_points_has_a_ground_truth_curve():
+    rd = ev.rd_points(_fake_frame())
+    assert set(rd.model) == {"agnostic", "aware", "ground_truth"}
+    gt = rd[rd.model == "ground_truth"].set_index("qf")
+    assert gt.loc[90, "psnr"] == pytest.approx(43.0)
+    assert len(rd[rd.model == "aware"]) == 3
+
+
+# --- model-level evaluation ------------------------------------------------------------------------
+
+class _Counting(nn.Module):
+    def __init__(self, noise: float = 0.0):
+        super().__init__()
+        self.noise, self.calls = noise, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        g = torch.Generator().manual_seed(0)
+        return x + self.noise * torch.randn(x.shape, generator=g)
+
+
+def _dataset(n: int = 2, h: int = 40, w: int = 56) -> list[dict]:
+    items = []
+    for i in range(n):
+        srgb = torch.from_numpy(_image(h, w, seed=i)).permute(2, 0, 1).float() / 255
+        jpeg = torch.from_numpy(_pil_decode(_pil_encode(_image(h, w, seed=i), 90))).permute(2, 0, 1).float() / 255
+        # raw == srgb, so the identity "ISP" is perfect.
+        items.append({"raw": srgb.clone(), "srgb": srgb, "jpeg": jpeg, "stem": f"img{i}"})
+    return items
+
+
+def test_evaluate_isps_ranks_a_noisy_isp_below_identity():
+    ident, noisy = _Counting(0.0), _Counting(0.05)
+    df = ev.evaluate_isps({"agnostic": noisy, "aware": ident}, _dataset(), qfs=[84, 88], train_qf=90,
+                          subsampling="4:2:0", device="cpu", tile=512, overlap=16)
+    assert list(df.columns) == ev.ISP_COLUMNS
+    assert df[df.qf == 90].ssim.notna().all() and df[df.qf != 90].ssim.isna().all()
+    assert len(df) == 2 * 2 * 3  # models x images x (sweep + train_qf)
+    assert ident.calls == 2 and noisy.calls == 2  # inference once per image, QFs swept on the output
+    m = df.groupby("model").psnr.apply(lambda s: s.replace(np.inf, 1e9).mean())
+    assert m["aware"] > m["agnostic"]
+    assert np.isinf(df[df.model == "aware"].psnr).all()
+    assert (df[df.model == "aware"].bpp == df[df.model == "aware"].bpp_gt).all()
+    s = ev.summarize(df, train_qf=90)
+    assert s["paired"]["improved"] == 2 and s["models"]["agnostic"]["psnr"] < 60
+
+
+def test_isp_outputs_pads_odd_sizes_and_returns_uint8():
+    ds = _dataset(1, h=38, w=50)  # not a multiple of 16
+    out = list(ev.isp_outputs(_Counting(), ds, device="cpu", tile=1024, overlap=16))
+    stem, pred, target = out[0]
+    assert stem == "img0" and pred.dtype == np.uint8 and pred.shape == (38, 50, 3)
+    assert np.array_equal(pred, target)
+
+
+def test_evaluate_cas_identity_baseline():
+    ds = _dataset(2)
+    only = ev.evaluate_cas(None, ds, device="cpu")
+    assert "psnr" not in only and len(only) == 2
+    df = ev.evaluate_cas(_Counting(), ds, device="cpu")
+    # The identity "CAS" equals the identity baseline.
+    assert np.allclose(df.psnr, df.psnr_identity) and np.allclose(df.ssim, df.ssim_identity)
+    s = ev.summarize_cas(only)
+    assert s["psnr"] is None and s["n"] == 2 and s["psnr_identity"] > 25
+
+
+def test_make_example_crops_where_aware_helps():
+    gt = _image(64, 64)
+    bad = gt.copy()
+    bad[32:, 32:] = np.clip(bad[32:, 32:].astype(int) + 40, 0, 255).astype(np.uint8)
+    ex = ev.make_example("t", gt, bad, gt.copy(), qf=90, crop=32)
+    assert ex["gt"].shape == (32, 32, 3) and ex["crop"][:2] == (32, 32)
+    assert ex["aware_psnr"] > ex["agnostic_psnr"] and ex["aware_bpp"] > 0
