@@ -1,0 +1,110 @@
+"""Model checkpoints: `{"format": "caisp", "version": 1, "config": {...}, "state_dict": {...}}`.
+
+`config` is a plain JSON-able dict: `type` and `kwargs` rebuild the network through the model
+registry; stages add what a user of the model needs (qf, cas variant, input_norm, cfa, ...).
+Files are read with `torch.load(weights_only=True)` only, so a checkpoint cannot run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from caisp import CaispError
+from caisp.io import atomic_path
+
+FORMAT = "caisp"
+VERSION = 1
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The bare module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(net, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            net = net.module
+        elif hasattr(net, "_orig_mod"):  # torch.compile's OptimizedModule
+            net = net._orig_mod
+        else:
+            return net
+
+
+def save_model(path: str | os.PathLike, net: nn.Module, config: dict[str, Any]) -> None:
+    """Write `net`'s weights (on CPU, contiguous) and its `config` to `path`, atomically."""
+    try:
+        config = json.loads(json.dumps(config))  # a deep copy that proves it is plain JSON
+    except (TypeError, ValueError) as e:
+        raise CaispError(f"{path}: model config is not JSON-serialisable ({e})") from e
+    if "type" not in config:
+        raise CaispError(f"{path}: model config needs a 'type' (the registry name), got {sorted(config)}")
+    # contiguous(): a channels_last training run must not leave odd strides in the file.
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(net).state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, "config": config, "state_dict": state}, tmp)
+
+
+def _load_reason(e: Exception) -> str:
+    """A one-line reason for a failed torch.load (its weights_only message is a page long)."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    if m:
+        return f"it holds a pickled Python object ({m.group(1)}), which safe weights_only loading refuses"
+    if isinstance(e, OSError):
+        return f"cannot read it ({e.strerror or e})"
+    # Random bytes, text, an empty or cut-off file: torch's own messages say little more.
+    return f"not a PyTorch file, or truncated ({type(e).__name__})"
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a caisp checkpoint: `(state_dict, config)`, tensors on CPU. Raises CaispError naming
+    the file and the reason when it is missing, not a PyTorch file, unsafe, or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaispError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types here; all mean "not a checkpoint we can read"
+        raise CaispError(f"{path}: cannot load checkpoint: {_load_reason(e)}") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        what = f"format {obj.get('format')!r}" if isinstance(obj, dict) else type(obj).__name__
+        raise CaispError(f"{path}: not a caisp model checkpoint ({what}; expected format {FORMAT!r})")
+    version = obj.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise CaispError(f"{path}: bad checkpoint version {version!r}")
+    if version > VERSION:
+        raise CaispError(f"{path}: checkpoint version {version} is newer than this caisp "
+                         f"(reads up to {VERSION}); upgrade caisp")
+    config, state = obj.get("config"), obj.get("state_dict")
+    if not isinstance(config, dict):
+        raise CaispError(f"{path}: checkpoint has no 'config' dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CaispError(f"{path}: checkpoint has no 'state_dict' of tensors")
+    return state, config
+
+
+def load_model(path: str | os.PathLike,
+               device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a checkpoint describes, load its weights (strict), eval mode."""
+    from caisp.models import build  # late: the registry imports every model module
+
+    state, config = load_checkpoint(path)
+    if "type" not in config:
+        raise CaispError(f"{path}: checkpoint config has no model 'type'")
+    kwargs = config.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise CaispError(f"{path}: checkpoint config 'kwargs' is not a dict")
+    try:
+        net = build(config["type"], **kwargs)
+    except CaispError as e:
+        raise CaispError(f"{path}: {e}") from e
+    except TypeError as e:
+        raise CaispError(f"{path}: cannot build model {config['type']!r} with {kwargs}: {e}") from e
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CaispError(f"{path}: weights do not fit model {config['type']!r} {kwargs} ({first})") from e
+    return net.to(device).eval(), config

@@ -1,0 +1,131 @@
+"""The paper's objectives (Sec. III-B) as training tasks for `caisp.train.fit`.
+
+A task is an `nn.Module` holding the networks of one training phase:
+
+- `forward(batch) -> (loss, logs)`: the scalar to minimise and its separate terms (detached 0-d
+  tensors, so that the loop syncs with the device once per step, not once per term);
+- `predict(batch) -> (pred, target)`: what validation PSNR compares;
+- `net`: the network being trained, i.e. what the stage saves with `caisp.checkpoint.save_model`.
+
+Batches are the dicts of `caisp.data.dataset.RawRGBDataset`: `raw` x (bilinear-demosaiced Bayer),
+`srgb` y, `jpeg` c(y), all (B, 3, H, W) in [0, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from caisp import CaispError
+
+Batch = dict[str, object]
+Logs = dict[str, Tensor]
+
+
+def l1(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error in float32: under bf16 autocast the network outputs are bf16, whose
+    8-bit mantissa would swallow the small differences a well-trained network leaves."""
+    return F.l1_loss(pred.float(), target.float())
+
+
+def _get(batch: Batch, key: str, task: str) -> Tensor:
+    if key not in batch:
+        hint = " (give the dataset a jpeg_dir)" if key == "jpeg" else ""
+        raise CaispError(f"{task} needs batch key {key!r}, the batch has {sorted(batch)}{hint}")
+    return batch[key]  # type: ignore[return-value]
+
+
+class Task(nn.Module):
+    """Base class: subclasses set `self.net` and implement `forward` and `predict`."""
+
+    net: nn.Module
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class CasTask(Task):
+    """CAS-Net pretraining, Eq. (1): L_cas = |g(y) - c(y)|_1, c the real (Pillow) JPEG."""
+
+    def __init__(self, cas: nn.Module) -> None:
+        super().__init__()
+        self.net = cas
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
+        loss = l1(self.net(_get(batch, "srgb", "CasTask")), _get(batch, "jpeg", "CasTask"))
+        return loss, {"l_cas": loss.detach()}
+
+    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        return self.net(_get(batch, "srgb", "CasTask")), _get(batch, "jpeg", "CasTask")
+
+
+class IspTask(Task):
+    """Compression-agnostic ISP-Net training, Eq. (2): L_isp = |f(x) - y|_1."""
+
+    def __init__(self, isp: nn.Module) -> None:
+        super().__init__()
+        self.net = isp
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
+        loss = l1(self.net(_get(batch, "raw", "IspTask")), _get(batch, "srgb", "IspTask"))
+        return loss, {"l_isp": loss.detach()}
+
+    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        return self.net(_get(batch, "raw", "IspTask")), _get(batch, "srgb", "IspTask")
+
+
+class CompressionAwareTask(Task):
+    """Compression-aware fine-tuning, Eqs. (3)-(4):
+    L_total = lambda_isp * |f(x) - y|_1 + lambda_comp * |g(f(x)) - g(y)|_1.
+
+    With `freeze_cas` (the paper's method) g's parameters never change: they do not require grad,
+    and g stays in eval mode whatever mode the task is put in, so batch-norm statistics and dropout
+    are those of the pretrained simulator. `freeze_cas=False` is the Table 2 ablation in which g is
+    updated together with f. `lambda_comp == 0` is the agnostic fine-tuning control: g is never
+    run, so the loss, gradients and updates are exactly those of lambda_isp * L_isp.
+    """
+
+    _name = "CompressionAwareTask"
+
+    def __init__(self, isp: nn.Module, cas: nn.Module, lambda_isp: float = 0.1,
+                 lambda_comp: float = 1.0, freeze_cas: bool = True) -> None:
+        super().__init__()
+        if lambda_isp < 0 or lambda_comp < 0:
+            raise CaispError(f"loss weights must be >= 0, got lambda_isp={lambda_isp}, "
+                             f"lambda_comp={lambda_comp}")
+        self.net = isp
+        self.cas = cas
+        self.lambda_isp = float(lambda_isp)
+        self.lambda_comp = float(lambda_comp)
+        # An unused CAS must not be "trainable": it would get no gradient (DDP with
+        # find_unused_parameters=False refuses that) and the control would no longer be exact.
+        self.freeze_cas = bool(freeze_cas) or self.lambda_comp == 0
+        if self.freeze_cas:
+            cas.requires_grad_(False)  # a no-op for parameter-free simulators (DJS, kornia)
+            cas.eval()
+
+    def train(self, mode: bool = True) -> "CompressionAwareTask":
+        super().train(mode)
+        if self.freeze_cas:
+            self.cas.eval()  # a frozen simulator is used as pretrained, never in training mode
+        return self
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
+        x, y = _get(batch, "raw", self._name), _get(batch, "srgb", self._name)
+        out = self.net(x)
+        l_isp = l1(out, y)
+        logs: Logs = {"l_isp": l_isp.detach()}
+        if self.lambda_comp == 0:
+            return self.lambda_isp * l_isp, logs
+        # g(y) is a target: with a frozen g it carries no gradient, so skip building its graph.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cas):
+            g_y = self.cas(y)
+        l_comp = l1(self.cas(out), g_y)
+        logs["l_comp"] = l_comp.detach()
+        return self.lambda_isp * l_isp + self.lambda_comp * l_comp, logs
+
+    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        return self.net(_get(batch, "raw", self._name)), _get(batch, "srgb", self._name)

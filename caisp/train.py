@@ -1,0 +1,436 @@
+"""The one training loop of every stage: CAS-Net (L_cas), ISP-Net (L_isp), compression-aware
+fine-tuning (L_total). A plain nanoGPT-style loop: Adam on the task's trainable parameters,
+optional cosine decay, bf16 autocast + channels_last on CUDA, DistributedDataParallel under
+torchrun, validation PSNR and dvclive metrics, and an atomic training-state file to resume from.
+
+Steps are optimizer steps; `step` always counts the steps completed so far.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from tqdm import tqdm
+
+from caisp import CaispError
+from caisp.checkpoint import _load_reason
+from caisp.io import atomic_path, write_text
+from caisp.metrics import psnr
+
+STATE_FORMAT = "caisp-train-state"
+STATE_VERSION = 1
+LR_DECAYS = ("cosine", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings (the stage maps params.yaml onto these). `val_every=None`: once per epoch."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    num_workers: int = 0
+    ckpt_every: int = 100
+    val_every: int | None = None
+    lr_decay: str = "cosine"
+    grad_clip: float | None = None
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast; CUDA only, CPU always trains in fp32
+    channels_last: bool = True  # CUDA only
+    log_dir: Path | None = None  # dvclive directory
+    state_path: Path | None = None  # training state for resume; keep it outside the DVC outs
+    progress: bool = True
+    val_batch_size: int = 1  # validation images may differ in size
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise CaispError(f"TrainConfig: {what}")
+
+        need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.ckpt_every >= 1, f"ckpt_every must be >= 1, got {self.ckpt_every}")
+        need(self.val_every is None or self.val_every >= 1,
+             f"val_every must be >= 1 or None, got {self.val_every}")
+        need(self.lr_decay in LR_DECAYS, f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        need(self.grad_clip is None or self.grad_clip > 0,
+             f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        need(self.val_batch_size >= 1, f"val_batch_size must be >= 1, got {self.val_batch_size}")
+        self.log_dir = Path(self.log_dir) if self.log_dir is not None else None
+        self.state_path = Path(self.state_path) if self.state_path is not None else None
+
+
+# ----------------------------------------------------------------------------- devices, DDP
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" -> this process's CUDA device when there is one, else CPU; "cuda" -> cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise CaispError(f"unknown device {name!r} ({e})") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CaispError(f"device {name!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
+def get_rank() -> int:
+    """Global rank: from the process group, else torchrun's RANK (so it holds after cleanup)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def get_world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def is_main() -> bool:
+    """True on the process that logs and writes files (rank 0, or the only process)."""
+    return get_rank() == 0
+
+
+def setup_distributed(backend: str | None = None) -> bool:
+    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+    MASTER_PORT). nccl on CUDA, gloo on CPU. Returns True if this call created the group, False
+    when not launched by torchrun (WORLD_SIZE absent or 1) or already initialised."""
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)  # env:// rendezvous
+    return True
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- RNG and state
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state() -> dict[str, Any]:
+    """This process's RNG states, in types that `torch.load(weights_only=True)` accepts."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_state(path: Path, step: int, task: nn.Module, opt: torch.optim.Optimizer,
+                sched: torch.optim.lr_scheduler.LRScheduler, metrics: dict[str, float]) -> None:
+    """Collective (every rank calls it): rank 0 writes the state with every rank's RNG state."""
+    rngs = [_rng_state()]
+    if get_world_size() > 1:
+        rngs = [None] * get_world_size()
+        dist.all_gather_object(rngs, _rng_state())
+    if not is_main():
+        return
+    state = {
+        "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "world_size": len(rngs),
+        "task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "rng": rngs, "metrics": metrics,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    hint = "; delete it to train from scratch"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure means the file is not a state we can continue from
+        raise CaispError(f"{path}: cannot read training state: {_load_reason(e)}{hint}") from e
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CaispError(f"{path}: not a caisp training state{hint}")
+    if state.get("version") != STATE_VERSION:
+        raise CaispError(f"{path}: training state version {state.get('version')!r} "
+                         f"is not {STATE_VERSION}{hint}")
+    return state
+
+
+def _truncate_live(log_dir: Path, step: int) -> None:
+    """Drop dvclive history rows logged after `step`: a run killed between its last state file and
+    its end logged points that the resumed run will log again."""
+    for tsv in (log_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            continue
+        col = lines[0].rstrip("\r\n").split("\t").index("step")
+        keep = [r for r in lines[1:] if r.strip() and int(r.split("\t")[col]) <= step]
+        if len(keep) != len(lines) - 1:
+            write_text(tsv, lines[0] + "".join(keep))
+
+
+# ----------------------------------------------------------------------------- data
+
+class _ResumableSampler(Sampler[int]):
+    """A DistributedSampler (for one process too: it is a shuffle seeded by seed + epoch) that can
+    start an epoch part-way, so a resumed run sees the samples an uninterrupted one would."""
+
+    def __init__(self, base: DistributedSampler) -> None:
+        self.base, self.skip = base, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+def _to_device(batch: dict[str, Any], dev: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(dev, non_blocking=True)
+            if channels_last and v.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+@torch.no_grad()
+def _validate(task: nn.Module, loader: DataLoader | None, dev: torch.device, amp: bool,
+              channels_last: bool) -> float:
+    """Mean PSNR of task.predict over the validation set (each rank takes a shard; all-reduced)."""
+    if loader is None:
+        return math.nan
+    was_training = task.training
+    task.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=dev)  # sum of PSNRs, number of images
+    for batch in loader:
+        batch = _to_device(batch, dev, channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            pred, target = task.predict(batch)
+        # Clamp: outputs are stored as 8-bit images, so out-of-range values are never seen.
+        p = psnr(pred.float().clamp(0, 1), target.float())
+        total += torch.stack([p.sum(), torch.tensor(float(p.numel()), dtype=torch.float64, device=dev)])
+    if get_world_size() > 1:
+        dist.all_reduce(total)
+    task.train(was_training)
+    s, n = total.tolist()
+    return s / n if n else math.nan
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+        on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train `task` (a `caisp.losses` task) in place for `cfg.steps` optimizer steps; resume from
+    `cfg.state_path` when it exists. `on_step(step, logs)` runs after each step's validation and
+    state save (tests interrupt with it). Returns {"step", "start_step", "train_loss", "val_psnr"}."""
+    dev = resolve_device(cfg.device)
+    created = setup_distributed("nccl" if dev.type == "cuda" else "gloo")
+    try:
+        return _fit(task, train_set, val_set, cfg, dev, on_step)
+    finally:
+        if created:
+            cleanup_distributed()
+
+
+def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+         dev: torch.device, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
+    rank, world = get_rank(), get_world_size()
+    main = rank == 0
+    _seed_all(cfg.seed + rank)  # ranks draw different crops / dropout masks
+    cuda = dev.type == "cuda"
+    amp = cfg.amp and cuda
+    channels_last = cfg.channels_last and cuda
+    if cuda:
+        torch.cuda.set_device(dev)  # nccl collectives (all_gather_object) use the current device
+        torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    task.to(dev)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    params = [p for p in task.parameters() if p.requires_grad]
+    if not params:
+        raise CaispError("nothing to train: the task has no parameters that require grad")
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.lr_decay == "cosine":
+        decay = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
+    else:
+        decay = lambda s: 1.0  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+
+    # Resume: weights, Adam moments, schedule position and every rank's RNG state.
+    step, metrics = 0, {"train_loss": math.nan, "val_psnr": math.nan}
+    resuming = cfg.state_path is not None and cfg.state_path.is_file()
+    if resuming:
+        state = _load_state(cfg.state_path)
+        try:
+            task.load_state_dict(state["task"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CaispError(f"{cfg.state_path}: training state does not match this task ({first}); "
+                             "delete it to train from scratch") from e
+        sched.load_state_dict(state["scheduler"])
+        step, metrics = int(state["step"]), dict(state.get("metrics", metrics))
+        if len(state["rng"]) == world:
+            _set_rng_state(state["rng"][rank])
+        else:  # another world size: data order stays right, random draws just differ
+            _seed_all(cfg.seed + rank + 7919 * step)
+        if main:
+            tqdm.write(f"resuming from {cfg.state_path} at step {step}", file=sys.stderr)
+    start_step = step
+
+    # DDP only sees parameters that require grad, so a frozen CAS costs no communication.
+    model: nn.Module = task
+    if world > 1:
+        model = DistributedDataParallel(task, device_ids=[dev.index] if cuda else None,
+                                        find_unused_parameters=False)
+
+    base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                              seed=cfg.seed, drop_last=True)
+    steps_per_epoch = len(base) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise CaispError(f"training set has {len(train_set)} samples, fewer than batch_size "
+                         f"{cfg.batch_size} x {world} process(es)")
+    sampler = _ResumableSampler(base)
+    gen = torch.Generator()  # worker seeds come from here, not from the global RNG we checkpoint
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers, pin_memory=cuda,
+                        persistent_workers=cfg.num_workers > 0, generator=gen)
+
+    def batches(start: int) -> Iterator[dict[str, Any]]:
+        epoch, skip = divmod(start, steps_per_epoch)
+        while True:
+            sampler.set_epoch(epoch, skip * cfg.batch_size)
+            gen.manual_seed(((cfg.seed * 1_000_003 + epoch) * 4096 + rank) % 2**63)
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    val_loader = None
+    if val_set is not None and len(val_set) > 0:
+        val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)),
+                                batch_size=cfg.val_batch_size, shuffle=False,
+                                num_workers=cfg.num_workers, pin_memory=cuda)
+    val_every = cfg.val_every or steps_per_epoch
+
+    live = None
+    if main and cfg.log_dir is not None:
+        from dvclive import Live  # late: it imports dvc
+
+        if resuming and cfg.log_dir.is_dir():
+            _truncate_live(cfg.log_dir, step)
+        live = Live(dir=str(cfg.log_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None)
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (main and cfg.progress), unit="step",
+               dynamic_ncols=True, file=sys.stderr)
+    sums: dict[str, float] = defaultdict(float)
+    n_sum, img_s, t_last = 0, 0.0, time.perf_counter()
+    data = batches(step)
+    model.train()
+    try:
+        while step < cfg.steps:
+            batch = _to_device(next(data), dev, channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss, logs = model(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # One sync per step: the global mean loss and terms, checked before the update so that
+            # a non-finite loss never reaches the weights, and every rank stops at the same step.
+            names = list(logs)
+            vals = torch.stack([loss.detach().float().reshape(())]
+                               + [torch.as_tensor(logs[k], device=dev).float().reshape(()) for k in names])
+            if world > 1:
+                dist.all_reduce(vals)
+                vals /= world
+            values = dict(zip(["loss", *names], vals.tolist()))
+            if not math.isfinite(values["loss"]):
+                raise CaispError(f"loss became {values['loss']} at step {step + 1}")
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            lr = opt.param_groups[0]["lr"]
+            opt.step()
+            sched.step()
+            step += 1
+
+            for k, v in values.items():
+                sums[k] += v
+            n_sum += 1
+            now = time.perf_counter()
+            rate = cfg.batch_size * world / max(now - t_last, 1e-9)
+            img_s = rate if img_s == 0 else 0.9 * img_s + 0.1 * rate
+            t_last = now
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{img_s:.1f}", refresh=False)
+
+            if step % val_every == 0 or step == cfg.steps:
+                val_psnr = _validate(task, val_loader, dev, amp, channels_last)
+                metrics = {"train_loss": sums["loss"] / n_sum, "val_psnr": val_psnr}
+                if live is not None:
+                    live.step = step  # the x axis is optimizer steps, also across resumes
+                    live.log_metric("train/loss", metrics["train_loss"])
+                    for k in names:
+                        live.log_metric(f"train/{k}", sums[k] / n_sum)
+                    live.log_metric("lr", lr)
+                    if val_loader is not None:
+                        live.log_metric("val/psnr", val_psnr)
+                    live.next_step()
+                if main and not math.isnan(val_psnr):
+                    tqdm.write(f"step {step}: train loss {metrics['train_loss']:.4g}, "
+                               f"val PSNR {val_psnr:.2f} dB", file=sys.stderr)
+                sums.clear()
+                n_sum = 0
+            if cfg.state_path is not None and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+                _save_state(cfg.state_path, step, task, opt, sched, metrics)
+            if on_step is not None:
+                on_step(step, values)
+    finally:
+        bar.close()
+        if live is not None:
+            live.end()
+    if world > 1:
+        dist.barrier()  # when fit returns anywhere, rank 0's files are complete
+    return {"step": step, "start_step": start_step, **metrics}

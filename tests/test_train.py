@@ -1,0 +1,388 @@
+"""Training tasks, the training loop (resume, DDP, dvclive) and model checkpoints, on tiny
+stand-in networks and synthetic tensors (no dependency on the real models or data)."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from caisp import CaispError
+from caisp.checkpoint import load_checkpoint, load_model, save_model
+from caisp.losses import CasTask, CompressionAwareTask, IspTask
+from caisp.train import TrainConfig, fit, resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A fixed colour transform: the "ISP" the stand-in networks can learn exactly with a 1x1 conv.
+COLOR = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.05, 0.15, 0.8]])
+
+
+class SynthSet(Dataset):
+    """Dict samples like RawRGBDataset's: raw (3,8,8), srgb = COLOR @ raw, jpeg = a coarser srgb.
+    With `augment`, a random flip drawn from the global torch RNG (as a dataset's crops would be)."""
+
+    def __init__(self, n: int, seed: int = 0, augment: bool = False) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.raw = torch.rand(n, 3, 8, 8, generator=g)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> dict:
+        raw = self.raw[i]
+        if self.augment and torch.rand(()) < 0.5:
+            raw = raw.flip(-1)
+        srgb = torch.einsum("ij,jhw->ihw", COLOR, raw)
+        return {"raw": raw, "srgb": srgb, "jpeg": (srgb * 8).round() / 8, "stem": f"img{i}"}
+
+
+class Pix(nn.Module):
+    """A 1x1-conv "ISP", optionally with dropout so that training consumes the global RNG."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.drop(x))
+
+
+class NormCas(nn.Module):
+    """A CAS with batch norm and dropout: in training mode it would change its running statistics
+    and give random outputs, so unchanged buffers prove it stayed in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.drop = nn.Dropout(0.5)
+        self.modes: list[bool] = []  # self.training at each call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return self.drop(self.bn(self.conv(x)))
+
+
+class RoundCas(nn.Module):
+    """A parameter-free differentiable "JPEG" (straight-through rounding), like DJS/kornia."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x * 16
+        return (q + (q.round() - q).detach()) / 16
+
+
+class ExplodingCas(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the CAS must not run when lambda_comp == 0")
+
+
+def cfg(tmp_path: Path | None = None, **kw) -> TrainConfig:
+    base = dict(steps=4, batch_size=2, lr=1e-2, device="cpu", progress=False, ckpt_every=100)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def snapshot(m: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- losses + loop
+
+def test_loss_decreases_and_dvclive_logs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    task = IspTask(Pix())
+    losses: list[float] = []
+    live = tmp_path / "live"
+    # 16 samples / batch 4 = 4 steps per epoch: validation at steps 4, 8, ..., 40 -> 10 points.
+    res = fit(task, SynthSet(16), SynthSet(4, seed=1),
+              cfg(steps=40, batch_size=4, lr=0.05, log_dir=live),
+              on_step=lambda s, logs: losses.append(logs["loss"]))
+    assert res["step"] == 40 and res["start_step"] == 0
+    assert sum(losses[-5:]) < 0.3 * sum(losses[:5])
+    assert res["val_psnr"] > 15  # about 10 dB after the first epoch
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 40 and summary["val"]["psnr"] == pytest.approx(res["val_psnr"])
+    rows = (live / "plots" / "metrics" / "val" / "psnr.tsv").read_text().splitlines()
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(4, 41, 4))
+    for name in ("train/loss.tsv", "train/l_isp.tsv", "lr.tsv"):
+        assert (live / "plots" / "metrics" / name).is_file()
+    assert not (live / "dvc.yaml").exists()
+
+
+def test_cas_task_targets_the_jpeg() -> None:
+    torch.manual_seed(0)
+    task = CasTask(Pix())
+    batch = {k: torch.stack([SynthSet(2)[i][k] for i in range(2)]) for k in ("raw", "srgb", "jpeg")}
+    loss, logs = task(batch)
+    assert set(logs) == {"l_cas"} and loss.requires_grad
+    pred, target = task.predict(batch)
+    assert torch.equal(target, batch["jpeg"]) and pred.shape == target.shape
+    with pytest.raises(CaispError, match="jpeg"):
+        task({"srgb": batch["srgb"]})
+
+
+def test_frozen_cas_never_changes_while_isp_trains() -> None:
+    torch.manual_seed(0)
+    isp, cas = Pix(), NormCas()
+    task = CompressionAwareTask(isp, cas, lambda_isp=0.1, lambda_comp=1.0)
+    cas_before, isp_before = snapshot(cas), snapshot(isp)
+    assert all(not p.requires_grad for p in cas.parameters())
+    task.train()
+    assert task.training and isp.training and not cas.training
+    res = fit(task, SynthSet(8), SynthSet(2), cfg(steps=4))
+    assert same(snapshot(cas), cas_before)  # weights and BN running statistics, bit for bit
+    assert not same(snapshot(isp), isp_before)
+    assert cas.modes and not any(cas.modes)  # every call, training steps included, in eval mode
+    assert all(not p.requires_grad for p in cas.parameters())
+    assert math.isfinite(res["val_psnr"])
+    loss, logs = task({k: v[None] for k, v in SynthSet(1)[0].items() if k != "stem"})
+    assert set(logs) == {"l_isp", "l_comp"}
+    assert loss.item() == pytest.approx(0.1 * logs["l_isp"].item() + logs["l_comp"].item(), rel=1e-6)
+
+
+def test_unfrozen_cas_is_trained_too() -> None:
+    torch.manual_seed(0)
+    isp, cas = Pix(), NormCas()
+    task = CompressionAwareTask(isp, cas, lambda_isp=0.1, lambda_comp=1.0, freeze_cas=False)
+    conv_before = cas.conv.weight.detach().clone()
+    task.train()
+    assert cas.training
+    fit(task, SynthSet(8), None, cfg(steps=3))
+    assert not torch.equal(cas.conv.weight, conv_before)
+
+
+def test_parameter_free_cas_can_be_frozen() -> None:
+    torch.manual_seed(0)
+    isp = Pix()
+    before = snapshot(isp)
+    task = CompressionAwareTask(isp, RoundCas(), lambda_isp=0.1, lambda_comp=1.0, freeze_cas=True)
+    res = fit(task, SynthSet(8), SynthSet(2), cfg(steps=3))
+    assert res["step"] == 3 and not same(snapshot(isp), before)
+
+
+def test_lambda_comp_zero_is_the_agnostic_control() -> None:
+    torch.manual_seed(0)
+    a = Pix()
+    b = copy.deepcopy(a)
+    logged: list[dict] = []
+    control = CompressionAwareTask(a, ExplodingCas(), lambda_isp=1.0, lambda_comp=0.0, freeze_cas=False)
+    fit(control, SynthSet(8), SynthSet(2), cfg(steps=4), on_step=lambda s, logs: logged.append(logs))
+    fit(IspTask(b), SynthSet(8), SynthSet(2), cfg(steps=4))
+    assert same(snapshot(a), snapshot(b))  # the CAS never ran, and the updates are L_isp's
+    assert set(logged[0]) == {"loss", "l_isp"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _resume_run(tmp_path: Path, stop_at: int | None) -> tuple[Pix, list[int], dict]:
+    torch.manual_seed(0)
+    net = Pix(dropout=0.2)  # dropout + augmentation: the resumed run must restore the RNG
+    seen: list[int] = []
+
+    def on_step(step: int, logs: dict) -> None:
+        seen.append(step)
+        if step == stop_at:
+            raise Interrupt
+
+    # 10 samples / batch 2 = 5 steps per epoch: the interruption at 6 is part-way into epoch 2.
+    c = cfg(steps=10, ckpt_every=3, state_path=tmp_path / "state.pt", log_dir=tmp_path / "live")
+    data = SynthSet(10, augment=True)
+    try:
+        res = fit(IspTask(net), data, SynthSet(2, seed=1), c, on_step=on_step)
+    except Interrupt:
+        res = {}
+    return net, seen, res
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    ref, _, ref_res = _resume_run(tmp_path / "ref", None)
+    _, seen, _ = _resume_run(tmp_path / "run", stop_at=7)  # killed after step 7; state from 6
+    assert seen == list(range(1, 8))
+    net, seen, res = _resume_run(tmp_path / "run", None)
+    assert res["start_step"] == 6 and seen == list(range(7, 11)) and res["step"] == 10
+    assert same(snapshot(net), snapshot(ref))
+    assert res["val_psnr"] == ref_res["val_psnr"]
+    assert (tmp_path / "run" / "state.pt").is_file()  # left for the stage to delete
+    # dvclive history continues without duplicates: validations at 5 and 10 (epoch ends).
+    rows = (tmp_path / "run" / "live" / "plots" / "metrics" / "val" / "psnr.tsv").read_text().splitlines()
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == [5, 10]
+    # A finished state is not trained again.
+    net2, seen2, res2 = _resume_run(tmp_path / "run", None)
+    assert seen2 == [] and res2["start_step"] == 10 and res2["val_psnr"] == res["val_psnr"]
+
+
+def test_corrupt_state_file_is_reported(tmp_path: Path) -> None:
+    state = tmp_path / "state.pt"
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(CaispError, match="state.pt.*delete it"):
+        fit(IspTask(Pix()), SynthSet(4), None, cfg(steps=2, state_path=state))
+
+
+class NanAtStep3(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Pix()
+        self.calls = 0
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        self.calls += 1
+        loss = (self.net(batch["raw"]) - batch["srgb"]).abs().mean()
+        return loss * (math.nan if self.calls == 3 else 1.0), {}
+
+    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(batch["raw"]), batch["srgb"]
+
+
+def test_non_finite_loss_names_the_step() -> None:
+    task = NanAtStep3()
+    with pytest.raises(CaispError, match="loss became nan at step 3"):
+        fit(task, SynthSet(8), None, cfg(steps=5))
+    assert all(torch.isfinite(p).all() for p in task.parameters())  # the update was not applied
+
+
+def test_config_and_device_errors() -> None:
+    with pytest.raises(CaispError, match="lr_decay"):
+        cfg(lr_decay="step")
+    with pytest.raises(CaispError, match="batch_size"):
+        fit(IspTask(Pix()), SynthSet(3), None, cfg(batch_size=4))
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CaispError, match="CUDA"):
+            resolve_device("cuda")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    net = Pix()
+    config = {"type": "pix", "kwargs": {}, "qf": 90, "input_norm": "wb"}
+    save_model(tmp_path / "m.pt", net, config)
+    state, got = load_checkpoint(tmp_path / "m.pt")
+    assert got == config and same(state, snapshot(net))
+    assert not list(tmp_path.glob("*.part"))
+
+
+class Payload:
+    """Any class: weights_only loading must refuse to build it."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+@pytest.mark.parametrize("kind", ["missing", "random", "pickle", "format", "version", "no_state"])
+def test_bad_checkpoints_raise(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"{kind}.pt"
+    good = {"format": "caisp", "version": 1, "config": {"type": "pix"}, "state_dict": {}}
+    if kind == "random":
+        path.write_bytes(torch.randint(0, 256, (512,), dtype=torch.uint8).numpy().tobytes())
+    elif kind == "pickle":
+        torch.save({**good, "config": Payload()}, path)
+    elif kind == "format":
+        torch.save({**good, "format": "something-else"}, path)
+    elif kind == "version":
+        torch.save({**good, "version": 2}, path)
+    elif kind == "no_state":
+        torch.save({k: v for k, v in good.items() if k != "state_dict"}, path)
+    with pytest.raises(CaispError) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+    assert len(str(err.value)) < 400  # one readable line, not torch's page of advice
+    if kind == "pickle":
+        assert "weights_only" in str(err.value)
+
+
+def test_save_rejects_non_json_config(tmp_path: Path) -> None:
+    with pytest.raises(CaispError, match="JSON"):
+        save_model(tmp_path / "m.pt", Pix(), {"type": "pix", "path": Path("x")})
+
+
+def test_load_model_with_real_registry(tmp_path: Path) -> None:
+    pytest.importorskip("caisp.models.unet")
+    from caisp.models import build
+
+    for name in ("isp_net", "unet"):
+        net = build(name, base_width=4)
+        save_model(tmp_path / f"{name}.pt", net, {"type": name, "kwargs": {"base_width": 4}})
+        loaded, config = load_model(tmp_path / f"{name}.pt")
+        assert not loaded.training and config["type"] == name
+        assert same(snapshot(loaded), snapshot(net))
+    save_model(tmp_path / "bad.pt", net, {"type": "unet", "kwargs": {"base_width": 8}})
+    with pytest.raises(CaispError, match="bad.pt"):
+        load_model(tmp_path / "bad.pt")
+
+
+# ----------------------------------------------------------------------------- DDP
+
+WORKER = """
+import os, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from test_train import NormCas, Pix, SynthSet, cfg
+from caisp.losses import CompressionAwareTask
+from caisp.train import fit, is_main
+
+rank, out = int(os.environ["RANK"]), Path(sys.argv[1])
+torch.manual_seed(100 + rank)  # different initial weights: DDP must start from rank 0's
+isp, cas = Pix(), NormCas()
+task = CompressionAwareTask(isp, cas, lambda_isp=0.1, lambda_comp=1.0)
+steps = []
+res = fit(task, SynthSet(16), SynthSet(3, seed=1),
+          cfg(steps=4, batch_size=2, ckpt_every=2, val_every=2,
+              log_dir=out / f"live{rank}", state_path=out / f"state{rank}.pt"),
+          on_step=lambda s, logs: steps.append(s))
+torch.save({"isp": isp.state_dict(), "cas": cas.state_dict(), "steps": steps,
+            "res": res, "main": is_main()}, out / f"result{rank}.pt")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "WORLD_SIZE": "2", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for r in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=180)[0].decode(errors="replace"))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n---\n".join(outs)
+    r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in range(2))
+    assert r0["steps"] == r1["steps"] == [1, 2, 3, 4]
+    assert r0["main"] and not r1["main"]
+    assert same(r0["isp"], r1["isp"]) and same(r0["cas"], r1["cas"])
+    assert r0["res"]["val_psnr"] == r1["res"]["val_psnr"]  # all-reduced over both shards
+    assert (tmp_path / "state0.pt").is_file() and not (tmp_path / "state1.pt").exists()
+    assert (tmp_path / "live0" / "metrics.json").is_file() and not (tmp_path / "live1").exists()
