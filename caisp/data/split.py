@@ -1,0 +1,63 @@
+"""Seeded train/val/test split of image stems."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from caisp import CaispError
+
+NAMES = ("train", "val", "test")
+
+
+def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(r) for r in ratios)
+    except (TypeError, ValueError):
+        raise CaispError(f"split.ratios must be three numbers, got {ratios!r}") from None
+    if len(values) != 3:
+        raise CaispError(f"split.ratios must have three values (train, val, test), got {len(values)}")
+    if not all(math.isfinite(r) and r >= 0 for r in values):
+        raise CaispError(f"split.ratios must be finite and non-negative, got {list(values)}")
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise CaispError(f"split.ratios must sum to 1, got {list(values)} (sum {sum(values):.6g})")
+    return values  # type: ignore[return-value]
+
+
+def _counts(n: int, ratios: tuple[float, float, float]) -> list[int]:
+    """Largest-remainder rounding, then every split with a positive ratio gets at least one image."""
+    exact = [n * r for r in ratios]
+    counts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(3), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    for i in range(3):
+        if ratios[i] > 0 and counts[i] == 0:
+            donor = max(range(3), key=lambda j: (counts[j], -j))
+            counts[donor] -= 1
+            counts[i] += 1
+    return counts
+
+
+def make_split(stems: Iterable[str], ratios: Sequence[float] = (0.8, 0.05, 0.15),
+               seed: int = 0) -> dict[str, Any]:
+    """{"seed", "ratios", "train", "val", "test"}; depends only on the set of stems, ratios and seed."""
+    values = check_ratios(ratios)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CaispError(f"split.seed must be a non-negative integer, got {seed!r}")
+    ordered = sorted(stems)  # order-independent: the permutation acts on the sorted list
+    if len(set(ordered)) != len(ordered):
+        dups = sorted({s for s in ordered if ordered.count(s) > 1})
+        raise CaispError(f"split: duplicate stems {dups}")
+    n = len(ordered)
+    if n < 3:
+        raise CaispError(f"split: need at least 3 images for train/val/test, got {n}")
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    shuffled = [ordered[i] for i in perm]
+    out: dict[str, Any] = {"seed": int(seed), "ratios": list(values)}
+    start = 0
+    for name, count in zip(NAMES, _counts(n, values)):
+        out[name] = sorted(shuffled[start:start + count])
+        start += count
+    return out
