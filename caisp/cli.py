@@ -1,5 +1,5 @@
 """`caisp` console entry point: `caisp develop` (raw -> JPEG with a trained ISP-Net) and
-`caisp params` (validate params.yaml)."""
+`caisp params` (validate params.yaml), `caisp ablation` (Table 3 from DVC experiments)."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,15 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablation(args: argparse.Namespace) -> int:
+    from caisp.ablation import write_ablation
+
+    df = write_ablation()
+    print(df.to_string(index=False) if len(df) else "no experiment has evaluation metrics yet")
+    print("wrote reports/ablation.csv; `dvc repro report` puts it into reports/report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from caisp.develop import add_develop_parser
 
@@ -28,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("path", nargs="?", default="params.yaml")
     pp.add_argument("--show", action="store_true", help="print every parameter with its value")
     pp.set_defaults(func=_params)
+    ab = sub.add_parser("ablation", help="collect the lambda ablation (Table 3) from `dvc exp show` "
+                        "into reports/ablation.csv")
+    ab.set_defaults(func=_ablation)
     return ap
 
 

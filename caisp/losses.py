@@ -90,12 +90,16 @@ class CompressionAwareTask(Task):
 
     _name = "CompressionAwareTask"
 
-    def __init__(self, isp: nn.Module, cas: nn.Module, lambda_isp: float = 0.1,
+    def __init__(self, isp: nn.Module, cas: nn.Module | None, lambda_isp: float = 0.1,
                  lambda_comp: float = 1.0, freeze_cas: bool = True) -> None:
         super().__init__()
         if lambda_isp < 0 or lambda_comp < 0:
             raise CaispError(f"loss weights must be >= 0, got lambda_isp={lambda_isp}, "
                              f"lambda_comp={lambda_comp}")
+        if cas is None and lambda_comp != 0:
+            raise CaispError("L_comp needs a compression simulator: cas is None but lambda_comp != 0")
+        # The agnostic control (lambda_comp = 0) needs no simulator at all.
+        cas = cas if cas is not None else nn.Identity()
         self.net = isp
         self.cas = cas
         self.lambda_isp = float(lambda_isp)

@@ -60,6 +60,7 @@ class RenderParams:
     use_camera_wb: bool = True
     no_auto_bright: bool = True
     demosaic: Optional[str] = None
+    adjust_maximum_thr: float = field(default=0.0, metadata=_range(0, 1))
     on_error: Literal["skip", "fail"] = "skip"
     workers: int = field(default=2, metadata=_range(1, 256))
 
@@ -88,6 +89,7 @@ class TrainParams:
     num_workers: int = field(default=0, metadata=_range(0, 64))
     ckpt_every: int = field(default=100, metadata=_range(1))
     amp: bool = True
+    lr_decay: Literal["cosine", "none"] = "cosine"
 
 
 @dataclass

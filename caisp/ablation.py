@@ -1,0 +1,62 @@
+"""Table 3 (lambda ablation) from DVC experiments: `caisp ablation` reads `dvc exp show --json` and
+writes reports/ablation.csv (qf, variant, lambda_isp, lambda_comp, psnr, bpp, exp), which the
+`report` stage turns into the table beside the paper's values."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from caisp import CaispError, io
+
+COLUMNS = ["qf", "variant", "lambda_isp", "lambda_comp", "psnr", "bpp", "exp"]
+_EVAL = re.compile(r"reports/eval/aware-qf(\d+)-(\w+)/summary\.json$")
+
+
+def _runs(node: Any) -> Iterator[tuple[str, dict]]:
+    """Every (name, data) in dvc exp show's nested JSON: the workspace, commits and experiments."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _runs(item)
+    elif isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and "params" in data:
+            yield node.get("name") or node.get("rev") or "?", data
+        for key in ("experiments", "revs"):
+            if node.get(key):
+                yield from _runs(node[key])
+
+
+def collect(exp_show: Any) -> pd.DataFrame:
+    """One row per (run, QF, CAS variant) with the aware ISP's real-JPEG PSNR and BPP."""
+    rows, seen = [], set()
+    for name, data in _runs(exp_show):
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        if "lambda_isp" not in params or "lambda_comp" not in params:
+            continue
+        for path, m in (data.get("metrics") or {}).items():
+            match = _EVAL.search(path.replace("\\", "/"))
+            aware = (((m or {}).get("data") or {}).get("models") or {}).get("aware") if match else None
+            if not aware:
+                continue
+            qf, variant = int(match.group(1)), match.group(2)
+            key = (qf, variant, float(params["lambda_isp"]), float(params["lambda_comp"]))
+            if key in seen:  # the workspace repeats its base commit: keep the first
+                continue
+            seen.add(key)
+            rows.append([*key, aware.get("psnr"), aware.get("bpp"), name])
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values(COLUMNS[:4], ignore_index=True)
+
+
+def write_ablation(out: Path = Path("reports/ablation.csv")) -> pd.DataFrame:
+    try:
+        res = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise CaispError(f"`dvc exp show --json` failed: {getattr(e, 'stderr', '') or e}") from None
+    df = collect(json.loads(res.stdout))
+    io.write_text(out, df.to_csv(index=False))
+    return df

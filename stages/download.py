@@ -1,0 +1,6 @@
+"""DVC stage: Download or synthesise the raw files of data.source into data/raw."""
+from caisp.pipeline import run_download
+from stages._entry import main
+
+if __name__ == "__main__":
+    main(run_download)

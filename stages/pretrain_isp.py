@@ -1,0 +1,6 @@
+"""DVC stage: Pretrain ISP-Net with L_isp only (the compression-agnostic ISP)."""
+from caisp.pipeline import run_pretrain_isp
+from stages._entry import main
+
+if __name__ == "__main__":
+    main(run_pretrain_isp)

@@ -1,0 +1,6 @@
+"""DVC stage: Render every raw with LibRaw to an 8-bit sRGB target and store its normalised Bayer mosaic."""
+from caisp.pipeline import run_render
+from stages._entry import main
+
+if __name__ == "__main__":
+    main(run_render)

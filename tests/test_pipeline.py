@@ -1,0 +1,61 @@
+"""End to end through DVC: a fresh clone runs the data stages of dvc.yaml on the offline default."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd, cwd, env):
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> tuple[Path, dict]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs the git checkout")
+    dst = tmp_path_factory.mktemp("clone") / "caisp"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dst)], check=True)
+    # The test runs the working tree as it is (CI: the submitted commit), not only what HEAD holds.
+    for rel in ("caisp", "stages", "dvc.yaml", "params.yaml"):
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dst / rel, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["data"]["synthetic"]["tile"] = 0  # the 9 whole photos: enough for every stage here
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1"}
+    return dst, env
+
+
+def test_dvc_repro_split_from_a_fresh_clone(clone):
+    dst, env = clone
+    _run(["dvc", "repro", "split"], dst, env)
+    raws = sorted(p.name for p in (dst / "data/raw").glob("*.dng"))
+    assert len(raws) >= 9
+    manifest = json.loads((dst / "data/rendered/manifest.json").read_text())
+    assert len(manifest["images"]) == len(raws) and manifest["skipped"] == []
+    for qf in (80, 90):
+        metrics = json.loads((dst / f"reports/data/encode_qf{qf}.json").read_text())
+        assert 0 < metrics["bpp_mean"] < 24 and metrics["images"] == len(raws)
+    split = json.loads((dst / "data/split.json").read_text())
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(Path(r).stem for r in raws)
+    assert all(split[k] for k in ("train", "val", "test"))
+    status = _run(["dvc", "status", *[f"{s}" for s in ("download", "render", "encode@80", "encode@90", "split")]], dst, env)
+    assert "changed" not in status and "modified" not in status, status
+    # The QF 90 JPEGs cost more bits than the QF 80 ones: real files, real bytes.
+    bpp = {qf: json.loads((dst / f"reports/data/encode_qf{qf}.json").read_text())["bpp_mean"] for qf in (80, 90)}
+    assert bpp[90] > bpp[80]
