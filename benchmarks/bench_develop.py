@@ -72,10 +72,13 @@ def child(raw: Path, ckpt: Path, tile: int, overlap: int, out: Path, threads: in
     t2 = time.perf_counter()
     save_output(img, out, "jpeg", config["qf"])
     t3 = time.perf_counter()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kib = usage.ru_maxrss  # KiB on Linux
+    # CPU seconds per wall second per thread: 1.0 = we had our cores to ourselves.
+    share = (usage.ru_utime + usage.ru_stime) / ((t3 - t0) * torch.get_num_threads())
     print(json.dumps({"tile": tile, "load_s": t1 - t0, "develop_s": t2 - t1, "save_s": t3 - t2,
-                      "total_s": t3 - t0, "peak_gib": peak_kib / 2**20, "shape": list(img.shape),
-                      "threads": torch.get_num_threads()}))
+                      "total_s": t3 - t0, "cpu_share": share, "peak_gib": peak_kib / 2**20,
+                      "shape": list(img.shape), "threads": torch.get_num_threads()}))
 
 
 def main() -> None:
@@ -83,6 +86,7 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--width", type=int, default=32, help="ISP-Net base width")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds over all tile sizes")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--child", nargs=3, metavar=("RAW", "CKPT", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--tile", type=int, help=argparse.SUPPRESS)
@@ -92,36 +96,46 @@ def main() -> None:
         child(raw, ckpt, args.tile, args.overlap, out, args.threads)
         return
 
-    rows = []
     with tempfile.TemporaryDirectory(prefix="bench_develop_") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
         make_raw(tmp / "d700.dng")
         make_checkpoint(tmp / "isp.pt", args.width)
         print(f"made a {SIZE[1]}x{SIZE[0]} DNG in {time.perf_counter() - t:.1f} s", flush=True)
-        for tile in args.tiles:
-            cmd = [sys.executable, __file__, "--child", str(tmp / "d700.dng"), str(tmp / "isp.pt"),
-                   str(tmp / f"out{tile}.jpg"), "--tile", str(tile), "--overlap", str(args.overlap)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            load = os.getloadavg()[0]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode:
-                raise SystemExit(f"tile {tile} failed:\n{res.stderr}")
-            row = json.loads(res.stdout.strip().splitlines()[-1])
-            row["load"] = load
-            rows.append(row)
-            print(f"tile {tile}: {row['total_s']:.1f} s, peak {row['peak_gib']:.2f} GiB", flush=True)
+        # Rounds over all tile sizes (not tile by tile), so a burst of load from other jobs on the
+        # shared cores hits every size alike; the best round is the closest to an idle machine.
+        runs: dict[int, list[dict]] = {t: [] for t in args.tiles}
+        for rnd in range(args.repeat):
+            for tile in args.tiles:
+                cmd = [sys.executable, __file__, "--child", str(tmp / "d700.dng"), str(tmp / "isp.pt"),
+                       str(tmp / f"out{tile}.jpg"), "--tile", str(tile), "--overlap", str(args.overlap)]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
+                load = os.getloadavg()[0]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode:
+                    raise SystemExit(f"tile {tile} failed:\n{res.stderr}")
+                row = json.loads(res.stdout.strip().splitlines()[-1])
+                row["load"] = load
+                runs[tile].append(row)
+                print(f"round {rnd + 1} tile {tile}: {row['total_s']:.1f} s, peak {row['peak_gib']:.2f} GiB, "
+                      f"CPU share {row['cpu_share']:.2f}, load before {load:.1f}", flush=True)
+        rows = []
+        for tile, rs in runs.items():
+            best = min(rs, key=lambda r: r["total_s"])
+            rows.append({**best, "median_s": float(np.median([r["total_s"] for r in rs])),
+                         "peak_gib": max(r["peak_gib"] for r in rs), "shares": [r["cpu_share"] for r in rs]})
 
-    table = ["| tile | overlap | develop s | total s (incl. import, load, JPEG) | peak RSS GiB | goal met |",
-             "| ---: | ---: | ---: | ---: | ---: | :---: |"]
+    table = ["| tile | overlap | develop s (best) | total s best (incl. import, load, JPEG) | "
+             "total s median | peak RSS GiB | CPU share per round | goal met (best) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
     for r in rows:
         ok = r["total_s"] <= GOAL_S and r["peak_gib"] <= GOAL_GIB
         table.append(f"| {r['tile']} | {args.overlap} | {r['develop_s']:.1f} | {r['total_s']:.1f} | "
-                     f"{r['peak_gib']:.2f} | {'yes' if ok else 'no'} |")
+                     f"{r['median_s']:.1f} | {r['peak_gib']:.2f} | "
+                     f"{', '.join(f'{x:.2f}' for x in r['shares'])} | {'yes' if ok else 'no'} |")
     import torch
 
-    loads = ", ".join(f"{r['load']:.1f}" for r in rows)
     text = "\n".join([
         "# caisp develop: one 12-megapixel raw on the CPU",
         "",
@@ -131,12 +145,17 @@ def main() -> None:
         "ran in a fresh process; peak RSS is that process's own `ru_maxrss`.",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}, {rows[0]['threads'] if rows else '?'} torch threads; 1-minute "
-        f"load average before the runs: {loads} (other jobs "
-        "shared the cores, so times are upper bounds).",
+        f"torch {torch.__version__}, {rows[0]['threads'] if rows else '?'} torch threads. Other jobs "
+        "shared the cores: \"CPU share\" is our CPU time / (wall time x threads), 1.0 = cores to "
+        f"ourselves, so times are upper bounds; best and median of {args.repeat} rounds.",
         f"Goal: <= {GOAL_S:.0f} s and <= {GOAL_GIB:.0f} GiB peak.",
         "",
         *table,
+        "",
+        "Under contention a 2-thread run suffers more than its CPU share says (OpenMP threads spin at "
+        "barriers while the other is descheduled, and the other jobs evict the cache), so compare "
+        "tile sizes only at a CPU share near 1. Peak RSS is dominated by whole-image buffers (the "
+        "demosaic's int64 CFA masks, the blended float32 output), not by the tiles, until tile 1024.",
         "",
     ])
     write_text(ROOT / "benchmarks" / "results" / "develop.md", text)

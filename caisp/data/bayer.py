@@ -40,9 +40,11 @@ def cfa_masks(
 ) -> Tensor:
     """One-hot (3, h, w) masks: channel c is 1 where the sensor samples colour c (R, G, B)."""
     cfa = check_cfa(cfa)
-    tile = torch.tensor([_CHANNEL[c] for c in cfa], device=device).view(2, 2)
-    idx = tile.repeat((h + 1) // 2, (w + 1) // 2)[:h, :w]
-    return F.one_hot(idx, 3).permute(2, 0, 1).to(dtype)
+    # Built from a 2x2 one-hot tile in the target dtype: an int64 one_hot of a 12 MP frame costs ~290 MB.
+    tile = torch.zeros(3, 2, 2, dtype=dtype, device=device)
+    for i, c in enumerate(cfa):
+        tile[_CHANNEL[c], i // 2, i % 2] = 1
+    return tile.repeat(1, (h + 1) // 2, (w + 1) // 2)[:, :h, :w].contiguous()
 
 
 def _kernels(dtype: torch.dtype, device: torch.device) -> Tensor:

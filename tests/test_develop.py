@@ -1,0 +1,236 @@
+"""caisp develop: CFA patterns, orientation, white-balance fallback, the CLI's error handling."""
+from __future__ import annotations
+
+import argparse
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rawpy
+import torch
+
+from caisp.checkpoint import save_model
+from caisp.data.synthetic import write_dng
+from caisp.develop import GENERIC_WB, add_develop_parser, choose_wb, develop_raw, run_develop
+from caisp.models import build
+
+# residual=True zero-initialises the head: the ISP-Net starts as the exact identity, so the output is
+# the white-balanced bilinear demosaic ("oracle" for colour and geometry checks).
+IDENTITY = {"type": "isp_net", "kwargs": {"base_width": 4, "residual": True}, "qf": 90,
+            "input_norm": "wb", "cfa": "RGGB"}
+
+
+def identity_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("isp_net", **IDENTITY["kwargs"]).eval()
+
+
+def colour_image(h: int = 64, w: int = 96) -> np.ndarray:
+    """Smooth, strongly coloured (red rises left to right, blue top to bottom), no symmetry."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    y, x = y / (h - 1), x / (w - 1)
+    rgb = np.stack([30 + 200 * x, 70 + 80 * x * y, 40 + 180 * y], -1)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def marked_image(h: int = 64, w: int = 96) -> np.ndarray:
+    """Grey with a white block top-left and a red block top-right: its orientation is unambiguous."""
+    img = np.full((h, w, 3), 50, np.uint8)
+    img[:16, :20] = 240
+    img[:12, -12:] = (240, 40, 40)
+    return img
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    path = tmp_path / "isp.pt"
+    save_model(path, identity_net(), IDENTITY)
+    return path
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="caisp")
+    add_develop_parser(parser.add_subparsers(dest="command"))
+    return run_develop(parser.parse_args(["develop", *argv]))
+
+
+@pytest.mark.parametrize("model_cfa", ["RGGB", "GBRG"])
+def test_all_cfa_patterns_give_same_colours(tmp_path, model_cfa):
+    img, net = colour_image(), identity_net()
+    config = {**IDENTITY, "cfa": model_cfa}
+    outs = {}
+    for cfa in ("RGGB", "BGGR", "GRBG", "GBRG"):
+        path = write_dng(tmp_path / f"{cfa}.dng", img, cfa=cfa, noise=False, seed=3)
+        outs[cfa] = develop_raw(path, net, config, tile=64, overlap=16)
+        assert outs[cfa].shape == (64, 96, 3) and outs[cfa].dtype == np.float32
+    ref = outs["RGGB"]
+    # red grows to the right, blue downwards: a swapped R/B would fail this at once
+    assert ref[:, -4:, 0].mean() > ref[:, :4, 0].mean() + 0.2
+    assert ref[-4:, :, 2].mean() > ref[:4, :, 2].mean() + 0.2
+    for cfa, out in outs.items():
+        diff = np.abs(out - ref)
+        assert diff[2:-2, 2:-2].max() < 0.01, cfa  # bilinear samples differ by phase only (~0.003)
+        assert diff.max() < 0.05, cfa  # replicated border rows/columns (~0.018)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_orientation_matches_rawpy(tmp_path, orientation):
+    path = write_dng(tmp_path / f"o{orientation}.dng", marked_image(), orientation=orientation,
+                     noise=False)
+    out = develop_raw(path, identity_net(), IDENTITY, tile=64, overlap=16)
+    with rawpy.imread(str(path)) as raw:
+        ref = raw.postprocess(use_camera_wb=True).astype(np.float64) / 255
+    assert out.shape == ref.shape
+    # Tone curve and colour matrix differ (linear camera RGB here); the layout must not.
+    corr = np.corrcoef(out.mean(2).ravel(), ref.mean(2).ravel())[0, 1]
+    assert corr > 0.95
+    red = out[..., 0] - out[..., 1]
+    red_ref = ref[..., 0] - ref[..., 1]
+    assert np.unravel_index(red.argmax(), red.shape) == pytest.approx(
+        np.unravel_index(red_ref.argmax(), red_ref.shape), abs=12)
+
+
+@pytest.mark.parametrize("neutral", [(1, 1, 1), (0, 0, 0)])
+def test_invalid_wb_falls_back_to_daylight(tmp_path, capfd, neutral):
+    from caisp.data.raw import read_raw
+
+    img, net = colour_image(), identity_net()
+    good = write_dng(tmp_path / "good.dng", img, noise=False)
+    daylight = read_raw(good).daylight_wb
+    # Same sensor data, unprocessed with the daylight gains: once with a valid as-shot WB equal to
+    # daylight, once with a broken one. The fallback must develop both identically.
+    valid = write_dng(tmp_path / "valid.dng", img, noise=False, wb_gains=tuple(daylight))
+    broken = write_dng(tmp_path / "broken.dng", img, noise=False, wb_gains=tuple(daylight),
+                       as_shot_neutral=neutral)
+    ref = develop_raw(valid, net, IDENTITY, tile=64, overlap=16)
+    assert capfd.readouterr().err == ""
+    out = develop_raw(broken, net, IDENTITY, tile=64, overlap=16)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.dng" in err[0] and "using daylight multipliers" in err[0]
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_generic_wb_when_daylight_invalid_too(capsys):
+    raw = SimpleNamespace(wb=np.ones(3), wb_valid=False, daylight_wb=np.ones(3), path="x.kdc")
+    np.testing.assert_array_equal(choose_wb(raw), GENERIC_WB)
+    assert "x.kdc" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_inputs_and_goes_on(tmp_path, checkpoint, capfd):
+    good = write_dng(tmp_path / "good.dng", marked_image(), noise=False)
+    text = tmp_path / "not_a_raw.txt"
+    text.write_text("hello\n")
+    truncated = tmp_path / "truncated.dng"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    out = tmp_path / "out"
+    rc = run_cli([str(good), str(text), str(truncated), "-o", str(out), "--model", str(checkpoint),
+                  "--tile", "64", "--overlap", "16", "--device", "cpu"])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1
+    assert sorted(p.name for p in out.iterdir()) == ["good.jpg"]
+    assert len(err) == 2, err
+    assert sum("not_a_raw.txt" in line for line in err) == 1
+    assert sum("truncated.dng" in line and "truncated" in line.split("truncated.dng", 1)[1]
+               for line in err) == 1
+    from PIL import Image
+
+    with Image.open(out / "good.jpg") as im:
+        assert im.size == (96, 64)
+
+
+def png_header(path: Path) -> tuple[int, int, int]:
+    """(width, height, bit depth) from a PNG's IHDR."""
+    head = path.read_bytes()[:26]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    w, h, depth = struct.unpack(">IIB", head[16:25])
+    return w, h, depth
+
+
+def test_png16_single_output_file(tmp_path, checkpoint):
+    src = write_dng(tmp_path / "portrait.dng", marked_image(), orientation=6, noise=False)
+    dst = tmp_path / "pic.png"
+    assert run_cli([str(src), "-o", str(dst), "--model", str(checkpoint), "--tile", "64",
+                    "--overlap", "16"]) == 0
+    assert png_header(dst) == (64, 96, 16)  # rotated: 64 wide, 96 high
+
+
+class NotAModel:
+    """A pickled custom object: safe loading must refuse it."""
+
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", ["pickle", "text", "cas"])
+def test_bad_model_exit_2(tmp_path, capfd, kind):
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    model = tmp_path / "model.pt"
+    if kind == "pickle":
+        torch.save(NotAModel(), model)
+    elif kind == "text":
+        model.write_text("not a checkpoint")
+    else:  # a CAS-Net checkpoint is a valid file but no ISP
+        save_model(model, build("unet", base_width=4), {"type": "unet", "kwargs": {"base_width": 4}})
+    rc = run_cli([str(src), "-o", str(tmp_path / "out"), "--model", str(model)])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "model.pt" in err[0] and "error" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_samples(tmp_path, raw_samples, capfd):
+    """Canon DNG and Kodak DC50 (GRBG, no WB) develop with a small random ISP-Net; the Kodak C330
+    (not a Bayer sensor) fails with one clear line."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "rand.pt"
+    config = {"type": "isp_net", "kwargs": {"base_width": 4}, "qf": 85, "input_norm": "wb", "cfa": "RGGB"}
+    save_model(ckpt, build("isp_net", **config["kwargs"]), config)
+    names = ["canon550d_magiclantern_colorchart.dng", "kodak_dc50_RAW_KODAK_DC50.KDC",
+             "kodak_c330_RAW_KODAK_C330_FORMAT_NONE_YRGB.raw"]
+    out = tmp_path / "out"
+    rc = run_cli([str(raw_samples / n) for n in names]
+                 + ["-o", str(out), "--model", str(ckpt), "--tile", "1024", "--device", "cpu"])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "canon550d_magiclantern_colorchart.jpg", "kodak_dc50_RAW_KODAK_DC50.jpg"]
+    c330 = [line for line in err if "kodak_c330" in line]
+    assert len(c330) == 1 and "not a Bayer sensor" in c330[0]
+    # the DC50 records no white balance at all: one warning line for it
+    assert sum("kodak_dc50" in line for line in err) == 1
+    from PIL import Image
+
+    for name in names[:2]:
+        with rawpy.imread(str(raw_samples / name)) as raw:
+            size = (raw.sizes.width, raw.sizes.height) if raw.sizes.flip not in (5, 6) else (
+                raw.sizes.height, raw.sizes.width)
+        with Image.open(out / (Path(name).stem + ".jpg")) as im:
+            # read_raw crops the mosaic to even sides; rawpy keeps an odd last row/column
+            assert abs(im.size[0] - size[0]) <= 1 and abs(im.size[1] - size[1]) <= 1
+
+
+def test_input_norm_none_skips_white_balance(tmp_path):
+    path = write_dng(tmp_path / "a.dng", colour_image(), noise=False)
+    net = identity_net()
+    balanced = develop_raw(path, net, IDENTITY, tile=64, overlap=16)
+    plain = develop_raw(path, net, {**IDENTITY, "input_norm": "none"}, tile=64, overlap=16)
+    # the camera's red gain is ~2 (synthetic D700): without WB the red channel is about half
+    ratio = plain[..., 0].mean() / balanced[..., 0].mean()
+    assert 0.3 < ratio < 0.75
+    with pytest.raises(Exception, match="input_norm"):
+        develop_raw(path, net, {**IDENTITY, "input_norm": "gamma"}, tile=64, overlap=16)
+
+
+def test_cli_file_output_needs_single_input_and_stems_must_differ(tmp_path, checkpoint, capfd):
+    a = write_dng(tmp_path / "a" / "x.dng", marked_image(), noise=False)
+    b = write_dng(tmp_path / "b" / "x.dng", marked_image(), noise=False)
+    common = ["--model", str(checkpoint), "--tile", "64", "--overlap", "16"]
+    assert run_cli([str(a), str(b), "-o", str(tmp_path / "one.jpg"), *common]) == 2
+    assert "names a file" in capfd.readouterr().err
+    out = tmp_path / "out"
+    assert run_cli([str(a), str(b), "-o", str(out), *common]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "overwrite" in err[0] and str(b) in err[0]
+    assert [p.name for p in out.iterdir()] == ["x.jpg"]
