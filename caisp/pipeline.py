@@ -102,6 +102,13 @@ def run_split(p: Params) -> dict:
     from caisp.data.split import make_split
 
     stems = [im["stem"] for im in _manifest()["images"]]
+    # Only images that have their real JPEG at every QF take part: evaluation needs c(y) for each.
+    for qf in p.qfs:
+        bpp = jpeg_dir(qf) / "bpp.csv"
+        if not bpp.exists():
+            raise CaispError(f"{bpp} missing: run the encode stage for QF {qf} first")
+        encoded = {line.split(",", 1)[0] for line in bpp.read_text().splitlines()[1:]}
+        stems = [s for s in stems if s in encoded]
     split = make_split(stems, ratios=tuple(p.split.ratios), seed=p.seed)
     io.write_json(SPLIT, split)
     return split
