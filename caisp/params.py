@@ -90,6 +90,7 @@ class TrainParams:
     ckpt_every: int = field(default=100, metadata=_range(1))
     amp: bool = True
     lr_decay: Literal["cosine", "none"] = "cosine"
+    grad_clip: Optional[float] = field(default=1.0, metadata=_range(1e-6))
 
 
 @dataclass
@@ -98,21 +99,21 @@ class CasParams:
     unfrozen: list[str] = field(default_factory=lambda: ["unet", "acn"])
     residual: bool = True
     djs_terms: int = field(default=9, metadata=_range(0, 100))
-    steps: int = field(default=400, metadata=_range(1))
+    steps: int = field(default=300, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr: float = field(default=1e-3, metadata=_range(0, 1))
 
 
 @dataclass
 class IspParams:
-    steps: int = field(default=1200, metadata=_range(1))
+    steps: int = field(default=1500, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr: float = field(default=2e-3, metadata=_range(0, 1))
 
 
 @dataclass
 class FinetuneParams:
-    steps: int = field(default=200, metadata=_range(1))
+    steps: int = field(default=120, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr_scale: float = field(default=0.1, metadata=_range(0, 1))
 

@@ -156,7 +156,7 @@ def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, 
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=p.seed,
                       num_workers=p.train.num_workers, ckpt_every=p.train.ckpt_every,
                       val_every=max(1, steps // 10), device=p.train.device, amp=p.train.amp,
-                      lr_decay=p.train.lr_decay,
+                      lr_decay=p.train.lr_decay, grad_clip=p.train.grad_clip,
                       log_dir=live, state_path=state)
     result = fit(task, train, val, cfg)
     state.unlink(missing_ok=True)
