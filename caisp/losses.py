@@ -47,34 +47,34 @@ class Task(nn.Module):
         raise NotImplementedError
 
 
-class CasTask(Task):
+class _L1Task(Task):
+    """|net(batch[src]) - batch[dst]|_1, logged under `term`."""
+
+    src = dst = term = ""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
+        loss = l1(*self.predict(batch))
+        return loss, {self.term: loss.detach()}
+
+    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        name = type(self).__name__
+        return self.net(_get(batch, self.src, name)), _get(batch, self.dst, name)
+
+
+class CasTask(_L1Task):
     """CAS-Net pretraining, Eq. (1): L_cas = |g(y) - c(y)|_1, c the real (Pillow) JPEG."""
 
-    def __init__(self, cas: nn.Module) -> None:
-        super().__init__()
-        self.net = cas
-
-    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
-        loss = l1(self.net(_get(batch, "srgb", "CasTask")), _get(batch, "jpeg", "CasTask"))
-        return loss, {"l_cas": loss.detach()}
-
-    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        return self.net(_get(batch, "srgb", "CasTask")), _get(batch, "jpeg", "CasTask")
+    src, dst, term = "srgb", "jpeg", "l_cas"
 
 
-class IspTask(Task):
+class IspTask(_L1Task):
     """Compression-agnostic ISP-Net training, Eq. (2): L_isp = |f(x) - y|_1."""
 
-    def __init__(self, isp: nn.Module) -> None:
-        super().__init__()
-        self.net = isp
-
-    def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
-        loss = l1(self.net(_get(batch, "raw", "IspTask")), _get(batch, "srgb", "IspTask"))
-        return loss, {"l_isp": loss.detach()}
-
-    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        return self.net(_get(batch, "raw", "IspTask")), _get(batch, "srgb", "IspTask")
+    src, dst, term = "raw", "srgb", "l_isp"
 
 
 class CompressionAwareTask(Task):

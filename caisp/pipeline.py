@@ -186,10 +186,15 @@ def run_train_cas(p: Params, qf: int, variant: str) -> dict:
     torch.manual_seed(p.seed)
     cas = models.build(variant, **config["kwargs"])
     result: dict = {}
-    if getattr(cas, "trainable", False):
+    run = f"cas-qf{qf}-{variant}"
+    if not getattr(cas, "trainable", False):
+        # Analytic simulators have no training curve; the stage's log folder says so.
+        io.write_json(REPORTS / "train" / run / "metrics.json", {"trained": False, "variant": variant})
+    else:
         train, val = _datasets(p, qf)
         c = p.cas
-        result = _fit(CasTask(cas), train, val, run=f"cas-qf{qf}-{variant}", steps=c.steps,
+        steps = c.acn_steps if variant == "acn" else c.steps
+        result = _fit(CasTask(cas), train, val, run=run, steps=steps,
                       batch_size=c.batch_size, lr=c.lr, p=p, identity=[config, to_dict(c), to_dict(p.train)])
     save_model(cas_path(qf, variant), cas, config)
     test = RawRGBDataset(RENDERED, _split()["test"], jpeg_dir=jpeg_dir(qf), patch=None, train=False,
