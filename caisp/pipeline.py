@@ -130,8 +130,8 @@ def _datasets(p: Params, qf: int | None):
     split = _split()
     jd = jpeg_dir(qf) if qf is not None else None
     n_train = max(len(split["train"]), 1)
-    # Small data sets: one "epoch" visits each image several times, so that an epoch (the unit of
-    # the dvclive curves) is a few dozen steps rather than one.
+    # Small data sets: one epoch visits each image several times (at least 64 crops), so that the
+    # loader's reshuffles and the dvclive curves do not tick every couple of steps.
     repeat = max(1, 64 // n_train)
     common = dict(jpeg_dir=jd, input_norm=p.model.input_norm)
     train = RawRGBDataset(RENDERED, split["train"], patch=p.train.patch, train=True, repeat=repeat, **common)
@@ -147,7 +147,7 @@ def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, 
          identity: dict) -> dict:
     """Run the one training loop with resume state keyed by everything that defines the run, so an
     interrupted stage resumes, while a stage rerun with other params starts fresh."""
-    from caisp.train import TrainConfig, fit
+    from caisp.train import TrainConfig, fit, is_main
 
     state = STATES / f"{run}-{_fingerprint(identity)}.pt"
     live = REPORTS / "train" / run
@@ -159,6 +159,9 @@ def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, 
                       lr_decay=p.train.lr_decay, grad_clip=p.train.grad_clip,
                       log_dir=live, state_path=state)
     result = fit(task, train, val, cfg)
+    if not is_main():
+        # Under torchrun the other ranks are done: rank 0 alone saves, evaluates and writes metrics.
+        raise SystemExit(0)
     state.unlink(missing_ok=True)
     return result
 
