@@ -91,6 +91,7 @@ class TrainParams:
     amp: bool = True
     lr_decay: Literal["cosine", "none"] = "cosine"
     grad_clip: Optional[float] = field(default=1.0, metadata=_range(1e-6))
+    warmup_steps: int = field(default=200, metadata=_range(0))
 
 
 @dataclass

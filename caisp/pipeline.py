@@ -157,6 +157,7 @@ def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, 
                       num_workers=p.train.num_workers, ckpt_every=p.train.ckpt_every,
                       val_every=max(1, steps // 10), device=p.train.device, amp=p.train.amp,
                       lr_decay=p.train.lr_decay, grad_clip=p.train.grad_clip,
+                      warmup_steps=min(p.train.warmup_steps, steps // 4),
                       log_dir=live, state_path=state)
     result = fit(task, train, val, cfg)
     if not is_main():

@@ -49,6 +49,7 @@ class TrainConfig:
     val_every: int | None = None
     lr_decay: str = "cosine"
     grad_clip: float | None = None
+    warmup_steps: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast; CUDA only, CPU always trains in fp32
     channels_last: bool = True  # CUDA only
@@ -70,6 +71,7 @@ class TrainConfig:
         need(self.val_every is None or self.val_every >= 1,
              f"val_every must be >= 1 or None, got {self.val_every}")
         need(self.lr_decay in LR_DECAYS, f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         need(self.grad_clip is None or self.grad_clip > 0,
              f"grad_clip must be > 0 or None, got {self.grad_clip}")
         need(self.val_batch_size >= 1, f"val_batch_size must be >= 1, got {self.val_batch_size}")
@@ -106,6 +108,15 @@ def get_world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
+
+
+def lr_factor(step: int, cfg: "TrainConfig") -> float:
+    """Learning-rate multiplier: linear warm-up over `warmup_steps` (Adam's early steps on an
+    unnormalised U-Net are what blows up at high rates), then cosine decay or constant."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_decay == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+    return warm
 
 
 def is_main() -> bool:
@@ -296,11 +307,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     if not params:
         raise CaispError("nothing to train: the task has no parameters that require grad")
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    if cfg.lr_decay == "cosine":
-        decay = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))  # noqa: E731
-    else:
-        decay = lambda s: 1.0  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
     # Resume: weights, Adam moments, schedule position and every rank's RNG state.
     step, metrics = 0, {"train_loss": math.nan, "val_psnr": math.nan}

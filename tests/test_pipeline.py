@@ -59,3 +59,39 @@ def test_dvc_repro_split_from_a_fresh_clone(clone):
     # The QF 90 JPEGs cost more bits than the QF 80 ones: real files, real bytes.
     bpp = {qf: json.loads((dst / f"reports/data/encode_qf{qf}.json").read_text())["bpp_mean"] for qf in (80, 90)}
     assert bpp[90] > bpp[80]
+
+
+def _tiny(dst: Path) -> None:
+    """Shrink every budget so the whole graph runs in a couple of minutes on two cores."""
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["model"]["base_width"] = 4
+    params["train"]["patch"] = 48
+    params["cas"].update(variants=["unet", "djs"], unfrozen=["unet"], steps=3, acn_steps=3)
+    params["isp"]["steps"] = 4
+    params["finetune"]["steps"] = 2
+    params["evaluate"]["sweep_qfs"] = [86, 90, 94]
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # dvc.yaml's plots name the default variants; the tiny graph has fewer, which DVC tolerates.
+
+
+def test_whole_pipeline_report_and_experiment(clone):
+    dst, env = clone
+    env = {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    _tiny(dst)
+    _run(["dvc", "repro"], dst, env)
+    for kind in ("pretrained", "agnostic", "aware-qf90-unet", "aware-qf80-djs", "aware-unfrozen-qf90-unet"):
+        assert (dst / f"models/isp/{kind}.pt").stat().st_size > 0
+    summary = json.loads((dst / "reports/eval/aware-qf90-unet/summary.json").read_text())
+    assert {"agnostic", "aware"} <= set(summary["models"]) and summary["n_images"] >= 1
+    report = (dst / "reports/report.md").read_text()
+    assert "Table 1" in report and "44.69" in report and "Table 2" in report
+    assert (dst / "reports/figures/rd_curve.png").stat().st_size > 0
+    metrics = _run(["dvc", "metrics", "show"], dst, env)
+    assert "reports/cas/qf90-unet/summary.json" in metrics and "models.aware.psnr" in metrics
+    status = _run(["dvc", "status"], dst, env)
+    assert "changed" not in status, status
+    # The design card's experiment command, verbatim, and the comparison it is for.
+    _run(["dvc", "exp", "run", "-S", "lambda_comp=0.1"], dst, env)
+    diff = _run(["dvc", "metrics", "diff"], dst, env)
+    assert "models.aware.psnr" in diff
