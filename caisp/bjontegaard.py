@@ -56,6 +56,10 @@ def bd_rate(rate_a: Sequence[float], psnr_a: Sequence[float],
     """Average rate change (%) of curve b against curve a at equal PSNR; negative = b saves bits."""
     lr_a, q_a = _curve(rate_a, psnr_a, "a")
     lr_b, q_b = _curve(rate_b, psnr_b, "b")
+    for lr, q, name in ((lr_a, q_a, "a"), (lr_b, q_b, "b")):
+        # Rate as a function of PSNR exists only where PSNR rises with rate.
+        if np.any(np.diff(q[np.argsort(lr)]) <= 0):
+            raise ValueError(f"Bjontegaard: curve {name}'s PSNR does not rise with rate; BD-rate is undefined")
     # Swap axes: log-rate as a function of PSNR, averaged over the common PSNR range.
     d_log = _avg_over_overlap(q_a, lr_a, q_b, lr_b, "PSNR")
     return float((10.0**d_log - 1.0) * 100.0)

@@ -16,7 +16,7 @@ from caisp import metrics
 from caisp.bjontegaard import bd_psnr, bd_rate
 
 Codec = tuple[Callable[..., bytes], Callable[[bytes], np.ndarray]]
-ISP_COLUMNS = ["model", "stem", "qf", "psnr", "ssim", "bpp", "psnr_raw", "bpp_gt", "psnr_gt"]
+ISP_COLUMNS = ["model", "stem", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt", "psnr_gt"]
 
 
 def _codec() -> Codec:
@@ -73,13 +73,15 @@ def _score(pred: np.ndarray, target: np.ndarray, gt: dict[str, Any], *, qf: int,
     return {"psnr": psnr_u8(decoded, gt["decoded"], device),
             "ssim": ssim_u8(decoded, gt["decoded"], device) if with_ssim else math.nan,
             "bpp": metrics.bpp(len(data), h, w),
+            "psnr_y": psnr_u8(decoded, target, device),
             "psnr_raw": psnr_raw, "bpp_gt": gt["bpp_gt"], "psnr_gt": gt["psnr_gt"]}
 
 
 def evaluate_pair(pred_uint8: np.ndarray, target_uint8: np.ndarray, *, qf: int, subsampling: str = "4:2:0",
                   target_jpeg_bytes: bytes | None = None, with_ssim: bool = True,
                   device: str | torch.device = "cpu") -> dict[str, float]:
-    """Score one ISP output: PSNR/SSIM of c(f(x)) vs c(y), its bpp, PSNR(f(x), y) ('psnr_raw'), and
+    """Score one ISP output: PSNR/SSIM of c(f(x)) vs c(y), its bpp, PSNR(c(f(x)), y) ('psnr_y'),
+    PSNR(f(x), y) ('psnr_raw'), and
     the ground truth JPEG's own bpp ('bpp_gt') and PSNR(c(y), y) ('psnr_gt'). `target_jpeg_bytes`
     (the encode stage's file) replaces re-encoding y."""
     if pred_uint8.shape != target_uint8.shape or pred_uint8.dtype != np.uint8 or target_uint8.dtype != np.uint8:
@@ -179,12 +181,16 @@ def _finite_mean(s: pd.Series) -> float | None:
 
 
 def rd_points(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean (bpp, psnr) per model and QF, plus the 'ground_truth' curve (bpp_gt, psnr_gt): Figure 5."""
+    """Figure 5: mean (bpp, psnr) per model and QF, PSNR against the uncompressed ground truth y
+    (PSNR(c(f(x)), y), column psnr_y) so that the models' curves share an axis with the 'ground_truth'
+    curve PSNR(c(y), y). Against c(y) instead, a curve can fall as the QF rises (c(y) keeps detail the
+    ISP cannot reproduce), which is no rate-distortion curve and breaks Bjontegaard's interpolation."""
     cols = ["model", "qf", "bpp", "psnr"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     clean = df.replace([np.inf, -np.inf], np.nan)
-    models = clean.groupby(["model", "qf"], as_index=False)[["bpp", "psnr"]].mean()
+    models = (clean.groupby(["model", "qf"], as_index=False)[["bpp", "psnr_y"]].mean()
+              .rename(columns={"psnr_y": "psnr"}))
     gt = (clean.drop_duplicates(["stem", "qf"]).groupby("qf", as_index=False)[["bpp_gt", "psnr_gt"]].mean()
           .rename(columns={"bpp_gt": "bpp", "psnr_gt": "psnr"}).assign(model="ground_truth"))
     return pd.concat([models[cols], gt[cols]], ignore_index=True).sort_values(["model", "qf"], ignore_index=True)
@@ -192,10 +198,13 @@ def rd_points(df: pd.DataFrame) -> pd.DataFrame:
 
 def _bd(rd: pd.DataFrame, ref: str, test: str) -> tuple[float | None, float | None]:
     a, b = rd[rd.model == ref].dropna(), rd[rd.model == test].dropna()
-    try:
-        return (_f(bd_psnr(a.bpp, a.psnr, b.bpp, b.psnr)), _f(bd_rate(a.bpp, a.psnr, b.bpp, b.psnr)))
-    except ValueError:
-        return None, None
+    out = []
+    for fn in (bd_psnr, bd_rate):  # each on its own: BD-rate needs PSNR rising with rate, BD-PSNR not
+        try:
+            out.append(_f(fn(a.bpp, a.psnr, b.bpp, b.psnr)))
+        except ValueError:
+            out.append(None)
+    return out[0], out[1]
 
 
 def _paired(d: np.ndarray) -> dict[str, Any]:
@@ -227,7 +236,8 @@ def summarize(df: pd.DataFrame, *, train_qf: int, aware_label: str = "aware",
     per-image statistics) and BD-PSNR / BD-rate of aware vs agnostic over the whole QF sweep."""
     at = df[df.qf == train_qf]
     models = {str(m): {"psnr": _finite_mean(g.psnr), "ssim": _finite_mean(g.ssim), "bpp": _finite_mean(g.bpp),
-                       "psnr_raw": _finite_mean(g.psnr_raw), "n": int(len(g))}
+                       "psnr_y": _finite_mean(g.psnr_y), "psnr_raw": _finite_mean(g.psnr_raw),
+                       "n": int(len(g))}
               for m, g in at.groupby("model", sort=False)}
     gt_rows = at.drop_duplicates("stem")
     out: dict[str, Any] = {
@@ -235,13 +245,13 @@ def summarize(df: pd.DataFrame, *, train_qf: int, aware_label: str = "aware",
         "n_images": int(gt_rows.stem.nunique()),
         "models": models,
         "ground_truth": {"psnr": _finite_mean(gt_rows.psnr_gt), "bpp": _finite_mean(gt_rows.bpp_gt)},
-        "d_psnr": None, "d_ssim": None, "d_bpp": None, "d_psnr_raw": None,
+        "d_psnr": None, "d_ssim": None, "d_bpp": None, "d_psnr_y": None, "d_psnr_raw": None,
         "paired": _paired(np.array([])), "bd_psnr": None, "bd_rate": None,
         "qfs": sorted(int(q) for q in df.qf.unique()),
     }
     if aware_label in models and agnostic_label in models:
         aw, ag = models[aware_label], models[agnostic_label]
-        for k in ("psnr", "ssim", "bpp", "psnr_raw"):
+        for k in ("psnr", "ssim", "bpp", "psnr_y", "psnr_raw"):
             out[f"d_{k}"] = None if aw[k] is None or ag[k] is None else aw[k] - ag[k]
         pair = (at[at.model == agnostic_label][["stem", "psnr"]]
                 .merge(at[at.model == aware_label][["stem", "psnr"]], on="stem", suffixes=("_ag", "_aw")))

@@ -254,7 +254,7 @@ def rd_figure(rd: pd.DataFrame, path: Path, reference: str = AGNOSTIC) -> str:
         style = "k--" if model == "ground_truth" else "-"
         ax.plot(g.bpp, g.psnr, style, marker="o", ms=3, label=label)
     ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR of c(f(x)) vs c(y) [dB]")
+    ax.set_ylabel("PSNR of c(f(x)) vs uncompressed y [dB]")
     ax.set_title("Rate-distortion over the JPEG QF sweep")
     ax.grid(alpha=0.3)
     if len(rd):

@@ -142,8 +142,10 @@ def _fake_frame() -> pd.DataFrame:
             gt = dict(bpp_gt=bpp * 1.1, psnr_gt=40 + (q - 80) * 0.3)
             # aware beats agnostic on a, b, c by 1 dB and loses on d by 0.5 dB at every QF.
             d = -0.5 if stem == "d" else 1.0
-            rows.append(dict(model="agnostic", stem=stem, qf=q, psnr=base, ssim=0.9, bpp=bpp, psnr_raw=33.0, **gt))
-            rows.append(dict(model="aware", stem=stem, qf=q, psnr=base + d, ssim=0.92, bpp=bpp, psnr_raw=32.5, **gt))
+            rows.append(dict(model="agnostic", stem=stem, qf=q, psnr=base, ssim=0.9, bpp=bpp, psnr_y=base - 2,
+                             psnr_raw=33.0, **gt))
+            rows.append(dict(model="aware", stem=stem, qf=q, psnr=base + d, ssim=0.92, bpp=bpp,
+                             psnr_y=base + d - 2, psnr_raw=32.5, **gt))
     return pd.DataFrame(rows)
 
 
@@ -154,7 +156,7 @@ def test_summarize_pairs_images_and_counts_improvements():
     assert s["paired"]["mean"] == pytest.approx((3 * 1.0 - 0.5) / 4)
     assert s["d_psnr"] == pytest.approx(0.625)
     assert s["d_bpp"] == pytest.approx(0.0) and s["d_ssim"] == pytest.approx(0.02)
-    assert s["d_psnr_raw"] == pytest.approx(-0.5)
+    assert s["d_psnr_raw"] == pytest.approx(-0.5) and s["d_psnr_y"] == pytest.approx(0.625)
     assert s["models"]["aware"]["n"] == 4
     assert s["bd_psnr"] == pytest.approx(0.625, abs=1e-9)
     assert s["bd_rate"] < 0
@@ -179,6 +181,16 @@ def test_rd_points_has_a_ground_truth_curve():
     gt = rd[rd.model == "ground_truth"].set_index("qf")
     assert gt.loc[90, "psnr"] == pytest.approx(43.0)
     assert len(rd[rd.model == "aware"]) == 3
+    # The models' curves are PSNR against the uncompressed y, the axis the ground-truth curve uses.
+    ag = rd[rd.model == "agnostic"].set_index("qf")
+    assert ag.loc[85, "psnr"] == pytest.approx(30 + 5 * 0.2 + 1.5 - 2)
+
+
+def test_bd_rate_is_undefined_when_psnr_falls_with_rate():
+    df = _fake_frame()
+    df["psnr_y"] = 50 - df["qf"] * 0.1 + (df.model == "aware") * 0.3  # falls as the QF rises
+    s = ev.summarize(df, train_qf=85)
+    assert s["bd_rate"] is None and s["bd_psnr"] is not None
 
 
 # --- model-level evaluation ------------------------------------------------------------------------
