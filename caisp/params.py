@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
+from ruamel.yaml.error import YAMLError
 
 from caisp import CaispError
 
@@ -252,14 +252,22 @@ def _check_cross_field(p: Params) -> None:
         _fail("data.folder.path", "must name a folder of raw files when data.source is 'folder'")
 
 
+def _yaml12():
+    """A YAML 1.2 reader, as DVC uses: `dvc exp run -S` rewrites params.yaml with ruamel, which leaves
+    `4:2:0` unquoted, and a YAML 1.1 reader (PyYAML) would read that as the base-60 integer 14520."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (relative paths in it are relative to its folder)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _yaml12().load(path.read_text())
     except FileNotFoundError:
         raise CaispError(f"params: {path} not found") from None
-    except yaml.YAMLError as e:
+    except YAMLError as e:
         raise CaispError(f"params: {path} is not valid YAML: {e}") from None
     return from_dict(raw, base=path.resolve().parent)
 

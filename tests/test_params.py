@@ -81,6 +81,14 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(tmp_path / "q.yaml")
 
 
+def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):
+    # `dvc exp run -S` dumps params.yaml with ruamel (YAML 1.2): subsampling comes back unquoted.
+    text = (ROOT / "params.yaml").read_text().replace('subsampling: "4:2:0"', "subsampling: 4:2:0")
+    assert "subsampling: 4:2:0" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").encode.subsampling == "4:2:0"
+
+
 def test_relative_paths_resolve_against_the_params_file(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "p.yaml").write_text("data:\n  synthetic:\n    extra_photos: photos\n")
