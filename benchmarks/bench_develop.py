@@ -155,7 +155,7 @@ def main() -> None:
         "Under contention a 2-thread run suffers more than its CPU share says (OpenMP threads spin at "
         "barriers while the other is descheduled, and the other jobs evict the cache), so compare "
         "tile sizes only at a CPU share near 1. Peak RSS is dominated by whole-image buffers (the "
-        "demosaic's int64 CFA masks, the blended float32 output), not by the tiles, until tile 1024.",
+        "raw decode, the white-balanced mosaic, the demosaiced input and the blended float32 output), not by the tiles, until tile 1024.",
         "",
     ])
     write_text(ROOT / "benchmarks" / "results" / "develop.md", text)

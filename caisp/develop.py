@@ -101,10 +101,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _demosaic_in_strips(mosaic: torch.Tensor, cfa: str, strip: int = 256) -> torch.Tensor:
+    """Bilinear demosaic of a full frame in even-aligned row strips with a 2-row halo: exactly the
+    whole-frame result (the kernels reach one row), without the whole-frame temporaries (~2 GiB at
+    12 MP: masks, padded planes and the grouped convolution's buffers)."""
+    from caisp.data.bayer import demosaic_bilinear
+
+    h, w = mosaic.shape
+    if h <= strip + 4:
+        return demosaic_bilinear(mosaic, cfa)
+    out = mosaic.new_empty(3, h, w)
+    for y0 in range(0, h, strip):
+        y1 = min(h, y0 + strip)
+        a, z = max(0, y0 - 2), min(h, y1 + 2)  # a is even: the strip keeps the frame's CFA phase
+        out[:, y0:y1] = demosaic_bilinear(mosaic[a:z], cfa)[:, y0 - a:y1 - a]
+    return out
+
+
 def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 512, overlap: int = 32,
                 device: str | torch.device = "cpu") -> np.ndarray:
     """Develop one raw file: float32 (H, W, 3) sRGB in [0, 1], oriented as the camera intended."""
-    from caisp.data.bayer import apply_wb, demosaic_bilinear, to_pattern
+    from caisp.data.bayer import apply_wb, to_pattern
     from caisp.data.raw import read_raw
     from caisp.tiling import run_tiled, validate_tile
 
@@ -121,7 +138,7 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 5
     mosaic = torch.as_tensor(np.ascontiguousarray(mosaic), dtype=torch.float32)
     if input_norm == "wb":
         mosaic = torch.as_tensor(apply_wb(mosaic, cfa, choose_wb(raw), clip=True), dtype=torch.float32)
-    rgb = demosaic_bilinear(mosaic, cfa)[None]  # (1, 3, h', w')
+    rgb = _demosaic_in_strips(mosaic, cfa)[None]  # (1, 3, h', w')
     del mosaic
 
     # channels_last: oneDNN's fastest CPU convolution layout (about 1.7x over NCHW here), and good

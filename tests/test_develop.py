@@ -234,3 +234,12 @@ def test_cli_file_output_needs_single_input_and_stems_must_differ(tmp_path, chec
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "overwrite" in err[0] and str(b) in err[0]
     assert [p.name for p in out.iterdir()] == ["x.jpg"]
+
+
+@pytest.mark.parametrize("cfa", ["RGGB", "GBRG"])
+def test_strip_demosaic_equals_whole_frame(cfa):
+    from caisp.data.bayer import demosaic_bilinear
+    from caisp.develop import _demosaic_in_strips
+
+    mosaic = torch.rand(301 * 2, 90)
+    assert torch.equal(_demosaic_in_strips(mosaic, cfa, strip=64), demosaic_bilinear(mosaic, cfa))
