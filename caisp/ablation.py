@@ -23,6 +23,9 @@ def _runs(node: Any) -> Iterator[tuple[str, dict]]:
         for item in node:
             yield from _runs(item)
     elif isinstance(node, dict):
+        executor = node.get("executor") or {}
+        if executor.get("state") not in (None, "success"):
+            return  # queued, running or failed: its metrics are not (yet) its own
         data = node.get("data")
         if isinstance(data, dict) and "params" in data:
             yield node.get("name") or node.get("rev") or "?", data

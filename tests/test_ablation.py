@@ -21,6 +21,9 @@ def test_collect_walks_workspace_commits_and_experiments():
         {**_run("main", 0.1, 1, 30.0, 0.5), "experiments": [
             {"revs": [{**_run("exp-a", 1, 1, 29.5, 0.6), "experiments": None}], "executor": None},
             {"revs": [{**_run("exp-b", 1, 0.1, 29.0, 0.7, qf=80, variant="djs")}]},
+            # still running: dvc shows the workspace's metrics under its params, which are not its own
+            {"revs": [_run("exp-c", 1, 0.5, 30.0, 0.5)], "executor": {"state": "running"}},
+            {"revs": [_run("exp-d", 0.5, 0.5, 30.0, 0.5)], "executor": {"state": "queued"}},
         ]},
     ]
     df = collect(exp_show)
