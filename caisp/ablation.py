@@ -55,9 +55,11 @@ def collect(exp_show: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(COLUMNS[:4], ignore_index=True)
 
 
-def write_ablation(out: Path = Path("reports/ablation.csv")) -> pd.DataFrame:
+def write_ablation(out: Path = Path("reports/ablation.csv"), commits: int = 10) -> pd.DataFrame:
     try:
-        res = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+        # Several commits back: experiments stay attached to the commit they were queued from.
+        res = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(commits)], capture_output=True,
+                             text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
         raise CaispError(f"`dvc exp show --json` failed: {getattr(e, 'stderr', '') or e}") from None
     df = collect(json.loads(res.stdout))
