@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +51,40 @@ def save_model(path: str | os.PathLike, net: nn.Module, config: dict[str, Any]) 
 
 def _load_reason(e: Exception) -> str:
     """A one-line reason for a failed torch.load (its weights_only message is a page long)."""
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-    if m:
-        return f"it holds a pickled Python object ({m.group(1)}), which safe weights_only loading refuses"
+    if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
+        # A pickle that builds objects (or any pickle but torch's own tensor format): the full
+        # unpickler would run code to load it, so safe loading stopped before anything ran.
+        m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(e))
+        return "refused: not a caisp checkpoint (it would run code)" + (f": {m.group(1)}" if m else "")
     if isinstance(e, OSError):
         return f"cannot read it ({e.strerror or e})"
     # Random bytes, text, an empty or cut-off file: torch's own messages say little more.
     return f"not a PyTorch file, or truncated ({type(e).__name__})"
+
+
+def _check_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """A diverged run saves NaN/inf weights; they would develop black pictures, so refuse them."""
+    for key, t in state.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise CaispError(f"{path}: refused: non-finite weights (NaN or inf) in {key!r}; "
+                             "the training run that wrote it diverged")
+
+
+def _check_config(path: Path, config: dict[str, Any]) -> None:
+    """The keys a user of the model relies on (develop, evaluate), where present: one line naming the
+    file and the key."""
+    from caisp.data.bayer import CFA_PATTERNS, INPUT_NORMS
+
+    cfa = config.get("cfa", "RGGB")
+    if not isinstance(cfa, str) or cfa.upper() not in CFA_PATTERNS:
+        raise CaispError(f"{path}: config cfa={cfa!r} is not a Bayer pattern "
+                         f"({', '.join(CFA_PATTERNS)})")
+    qf = config.get("qf")
+    if qf is not None and (isinstance(qf, bool) or not isinstance(qf, int) or not 1 <= qf <= 100):
+        raise CaispError(f"{path}: config qf={qf!r} must be an integer in 1..100 or null")
+    if "input_norm" in config and config["input_norm"] not in INPUT_NORMS:
+        raise CaispError(f"{path}: config input_norm={config['input_norm']!r} must be one of "
+                         f"{', '.join(INPUT_NORMS)}")
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -65,9 +94,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not path.is_file():
         raise CaispError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types here; all mean "not a checkpoint we can read"
-        raise CaispError(f"{path}: cannot load checkpoint: {_load_reason(e)}") from e
+        reason = _load_reason(e)
+        prefix = "" if reason.startswith("refused") else "cannot load checkpoint: "
+        raise CaispError(f"{path}: {prefix}{reason}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         what = f"format {obj.get('format')!r}" if isinstance(obj, dict) else type(obj).__name__
         raise CaispError(f"{path}: not a caisp model checkpoint ({what}; expected format {FORMAT!r})")
@@ -82,6 +115,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise CaispError(f"{path}: checkpoint has no 'config' dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CaispError(f"{path}: checkpoint has no 'state_dict' of tensors")
+    _check_weights(path, state)
+    _check_config(path, config)
     return state, config
 
 

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -14,12 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from caisp import CaispError
+from caisp.data.bayer import INPUT_NORMS
 
-# Used when neither the camera's as-shot WB nor LibRaw's daylight multipliers are usable: a typical
-# daylight balance of Bayer cameras (red and blue gains around 2 and 1.5).
-GENERIC_WB = np.array([2.0, 1.0, 1.5], dtype=np.float32)
 ISP_TYPES = {"isp_net"}
-JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
 
 def _warn(msg: str) -> None:
@@ -48,36 +46,39 @@ def _libraw_quiet() -> Iterator[None]:
         os.close(saved)
 
 
-def _usable_wb(wb: np.ndarray | None) -> np.ndarray | None:
-    """`wb` normalised to G = 1, or None when it is missing, non-finite, non-positive, absurd, or the
-    (1, 1, 1) that LibRaw reports when it knows nothing."""
-    if wb is None:
-        return None
-    wb = np.asarray(wb, dtype=np.float64).reshape(-1)[:3]
-    if wb.size != 3 or not np.all(np.isfinite(wb)) or np.any(wb <= 0):
-        return None
-    wb = wb / wb[1]
-    if np.allclose(wb, 1.0, atol=1e-3) or wb.max() / wb.min() > 20:
-        return None
-    return wb.astype(np.float32)
+# What develop says when a raw's WB is not the camera's own (RawImage.wb_source; see
+# caisp.data.raw.white_balance, which picks the WB LibRaw's use_camera_wb rendering applies).
+_WB_NOTES = {
+    "unity": "camera white balance is (1, 1, 1); applying it as unity gains, as LibRaw does",
+    "auto": "no camera white balance recorded; using LibRaw's automatic white balance",
+    "daylight": "camera white balance missing/invalid; using LibRaw's daylight multipliers",
+    "generic": "camera white balance missing/invalid and no daylight multipliers; using generic gains",
+}
 
 
 def choose_wb(raw, warn: bool = True) -> np.ndarray:
-    """Camera WB when valid, else daylight multipliers, else GENERIC_WB (with one warning line)."""
-    if getattr(raw, "wb_valid", True):
-        wb = _usable_wb(raw.wb)
-        if wb is not None:
-            return wb
-    daylight = _usable_wb(getattr(raw, "daylight_wb", None))
-    if daylight is not None:
-        if warn:
-            _warn(f"{raw.path}: camera white balance missing/invalid; using daylight multipliers "
-                  f"({', '.join(f'{v:.3f}' for v in daylight)})")
-        return daylight
+    """The raw's white balance (`RawImage.wb`, as LibRaw would apply it), with one warning line
+    naming the file when it is not the camera's own."""
+    source = getattr(raw, "wb_source", "camera")
+    if warn and source != "camera":
+        note = _WB_NOTES.get(source, f"white balance from {source}")
+        _warn(f"{raw.path}: {note} ({', '.join(f'{v:.3f}' for v in raw.wb)})")
+    return np.asarray(raw.wb, dtype=np.float32)
+
+
+def camera_rgb_matrix(raw, warn: bool = True) -> np.ndarray:
+    """The camera's colour matrix as LibRaw renders it: rawpy's, else fitted to LibRaw's own renders
+    (caisp.data.colour), else the identity (raw colour), with one warning line naming the file."""
+    if getattr(raw, "colour_valid", True):
+        return np.asarray(raw.rgb_cam, dtype=np.float32)
+    from caisp.data.colour import fit_libraw_matrix
+
+    with _libraw_quiet():
+        fitted = fit_libraw_matrix(raw.path)
     if warn:
-        _warn(f"{raw.path}: camera white balance missing/invalid and no daylight multipliers; "
-              f"using generic ({', '.join(f'{v:.2f}' for v in GENERIC_WB)})")
-    return GENERIC_WB.copy()
+        how = "fitted to LibRaw's own rendering" if fitted is not None else "none found; using raw colour"
+        _warn(f"{raw.path}: rawpy exposes no colour matrix for this camera; {how}")
+    return fitted if fitted is not None else np.eye(3, dtype=np.float32)
 
 
 def apply_flip(img: np.ndarray, flip: int) -> np.ndarray:
@@ -121,14 +122,15 @@ def _demosaic_in_strips(mosaic: torch.Tensor, cfa: str, strip: int = 256) -> tor
 def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 512, overlap: int = 32,
                 device: str | torch.device = "cpu") -> np.ndarray:
     """Develop one raw file: float32 (H, W, 3) sRGB in [0, 1], oriented as the camera intended."""
-    from caisp.data.bayer import apply_wb, to_pattern
+    from caisp.data.bayer import apply_colour_matrix, check_input_norm, normalise_mosaic, to_pattern
     from caisp.data.raw import read_raw
     from caisp.tiling import run_tiled, validate_tile
 
     validate_tile(tile, overlap)  # fail before the (slow) raw decode
-    input_norm = config.get("input_norm", "wb")
-    if input_norm not in ("wb", "none"):
-        raise CaispError(f"model config input_norm={input_norm!r}: expected 'wb' or 'none'")
+    try:
+        input_norm = check_input_norm(config.get("input_norm", "wb"))
+    except CaispError as e:
+        raise CaispError(f"model config: {e}") from None
     device = torch.device(device)
     with _libraw_quiet():
         raw = read_raw(path)
@@ -136,10 +138,12 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 5
     cfa = str(config.get("cfa", "RGGB")).upper()
     mosaic, (dy, dx) = to_pattern(raw.mosaic, raw.cfa, cfa)
     mosaic = torch.as_tensor(np.ascontiguousarray(mosaic), dtype=torch.float32)
-    if input_norm == "wb":
-        mosaic = torch.as_tensor(apply_wb(mosaic, cfa, choose_wb(raw), clip=True), dtype=torch.float32)
+    if input_norm != "none":
+        mosaic = normalise_mosaic(mosaic, cfa, choose_wb(raw), input_norm)
     rgb = _demosaic_in_strips(mosaic, cfa)[None]  # (1, 3, h', w')
     del mosaic
+    if input_norm == "camera":
+        rgb = apply_colour_matrix(rgb, camera_rgb_matrix(raw))
 
     # channels_last: oneDNN's fastest CPU convolution layout (about 1.7x over NCHW here), and good
     # for tensor cores on CUDA.
@@ -148,7 +152,11 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 5
     def fn(x: torch.Tensor) -> torch.Tensor:
         return net(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
 
-    out = run_tiled(fn, rgb, tile, overlap, out_channels=3).clamp_(0.0, 1.0)
+    out = run_tiled(fn, rgb, tile, overlap, out_channels=3)
+    if not bool(torch.isfinite(out).all()):  # NaN would be written as a black picture
+        raise CaispError(f"{path}: the model's output holds non-finite values (NaN or inf); "
+                         "the checkpoint does not work on this input")
+    out = out.clamp_(0.0, 1.0)
     del rgb
     # to_pattern cropped rows/columns to shift the CFA phase: put them back by replication.
     hh, ww = out.shape[-2:]
@@ -166,15 +174,18 @@ def save_output(img: np.ndarray, out_path: str | Path, fmt: str = "jpeg", qf: in
 
     out_path = Path(out_path)
     img = np.clip(img, 0.0, 1.0)
-    if fmt == "jpeg":
-        from caisp.data.codec import encode_jpeg
+    try:
+        if fmt == "jpeg":
+            from caisp.data.codec import encode_jpeg
 
-        u8 = np.rint(img * 255.0).astype(np.uint8)
-        write_bytes(out_path, encode_jpeg(u8, int(qf), subsampling))
-    elif fmt == "png16":
-        write_png(out_path, np.rint(img * 65535.0).astype(np.uint16))
-    else:
-        raise CaispError(f"unknown output format {fmt!r}; use jpeg or png16")
+            u8 = np.rint(img * 255.0).astype(np.uint8)
+            write_bytes(out_path, encode_jpeg(u8, int(qf), subsampling))
+        elif fmt == "png16":
+            write_png(out_path, np.rint(img * 65535.0).astype(np.uint16))
+        else:
+            raise CaispError(f"unknown output format {fmt!r}; use jpeg or png16")
+    except OSError as e:  # name the output, not the temporary file beside it that failed
+        raise CaispError(f"{out_path}: cannot write it ({e.strerror or e})") from None
     return out_path
 
 
@@ -184,18 +195,20 @@ def add_develop_parser(subparsers) -> argparse.ArgumentParser:
         "develop", help="develop camera raw files into sRGB pictures with a trained ISP-Net",
         description="Develop camera raws (DNG, NEF, CR2, ...) with a trained ISP-Net: white balance, "
                     "bilinear demosaic, the network (tiled, so memory stays bounded), the camera's "
-                    "orientation; then JPEG or 16-bit PNG. A bad input is reported on one stderr "
-                    "line and skipped; the exit code is 1 if any input failed, 2 for a bad model "
-                    "or option.")
+                    "orientation; then JPEG or 16-bit PNG. A bad input, or an output that already "
+                    "exists (without --overwrite), is reported on one stderr line and skipped; the "
+                    "exit code is 1 if any input failed, 2 for a bad model or option.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="raw files to develop")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output directory (files <OUT>/<stem>.jpg or .png); with a single INPUT, a "
+                   help="output folder (files <OUT>/<stem>.jpg or .png); with a single INPUT, a "
                         "file name ending in .jpg/.jpeg/.png writes that file")
     p.add_argument("--model", required=True, metavar="PATH", help="caisp ISP-Net checkpoint (.pt)")
     p.add_argument("--qf", type=int, default=None,
                    help="JPEG quality factor 1-100 (default: the QF the model was trained for, else 90)")
     p.add_argument("--format", choices=["jpeg", "png16"], default=None,
                    help="jpeg (4:2:0) or png16 (16-bit RGB PNG); default jpeg, or from -o's suffix")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that already exist (default: refuse and skip them)")
     p.add_argument("--tile", type=int, default=512,
                    help="tile size in pixels, a multiple of 16 >= 2*overlap+16; smaller uses less "
                         "memory (default 512)")
@@ -207,59 +220,110 @@ def add_develop_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _output_paths(inputs: list[Path], output: Path, fmt: str) -> list[Path]:
-    suffix = ".jpg" if fmt == "jpeg" else ".png"
-    if len(inputs) == 1 and output.suffix.lower() in JPEG_SUFFIXES | {".png"}:
-        return [output]
-    return [output / f"{p.stem}{suffix}" for p in inputs]
+# -o suffixes develop writes, and the format each implies.
+OUTPUT_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png16"}
+FORMAT_SUFFIX = {"jpeg": ".jpg", "png16": ".png"}
+# Picture suffixes develop cannot write: `-o pic.tif` is a mistake, not a folder to create.
+OTHER_PICTURE_SUFFIXES = {".tif", ".tiff", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".jxl",
+                          ".jp2", ".ppm"}
+
+
+def _plan_outputs(inputs: list[Path], output: Path, fmt: str | None) -> tuple[list[Path], str, Path]:
+    """(output file per input, format, the folder they go in); CaispError for an -o that cannot work."""
+    suffix = output.suffix.lower()
+    if not output.is_dir() and (suffix in OUTPUT_FORMATS or suffix in OTHER_PICTURE_SUFFIXES):
+        what = "an existing file" if output.exists() else "a file"
+        if len(inputs) > 1:
+            raise CaispError(f"-o {output} names {what}, but {len(inputs)} inputs were given; "
+                             "pass an output folder")
+        if suffix not in OUTPUT_FORMATS:
+            raise CaispError(f"-o {output}: develop writes .jpg/.jpeg (--format jpeg) or .png "
+                             f"(--format png16), not {suffix}")
+        if fmt is not None and fmt != OUTPUT_FORMATS[suffix]:
+            raise CaispError(f"-o {output} is a {suffix} file, but --format {fmt} writes "
+                             f"{FORMAT_SUFFIX[fmt]}; change one of them")
+        return [output], OUTPUT_FORMATS[suffix], output.parent
+    if output.exists() and not output.is_dir():
+        raise CaispError(f"-o {output} is an existing file, not a folder; pass an output folder")
+    fmt = fmt or "jpeg"
+    return [output / f"{p.stem}{FORMAT_SUFFIX[fmt]}" for p in inputs], fmt, output
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before developing anything when `folder` (created later if missing) cannot take files."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise CaispError(f"output folder {folder}: {existing} is a file, not a folder")
+    try:
+        # A real file, not os.access: root passes every access() check, a read-only mount does not.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        where = "" if existing == folder else f" (it would be created in {existing})"
+        raise CaispError(f"output folder {folder} is not writable{where}: {e.strerror or e}") from None
+
+
+def _check_free(src: Path, dst: Path, overwrite: bool) -> None:
+    """Never lose a user's file: an existing output needs --overwrite, and is never the input."""
+    if dst.is_dir():
+        raise CaispError(f"{src}: output {dst} is a folder; not replacing it")
+    if not (dst.exists() or dst.is_symlink()):
+        return
+    if dst.resolve() == src.resolve():
+        raise CaispError(f"{src}: output {dst} is the input itself; not replacing it")
+    if not overwrite:
+        raise CaispError(f"{src}: output {dst} already exists; pass --overwrite to replace it")
+
+
+def _load_isp(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, int]:
+    """The ISP-Net, its config and the QF to write at; CaispError (a bad model or option) otherwise."""
+    from caisp.checkpoint import load_model
+
+    try:
+        net, config = load_model(args.model, device=str(device))
+    except CaispError:
+        raise
+    except Exception as e:  # a torch error on a foreign file: say so in one line
+        raise CaispError(f"{args.model}: not a caisp checkpoint ({type(e).__name__}: {e})") from None
+    if config.get("type") not in ISP_TYPES:
+        raise CaispError(f"{args.model}: a {config.get('type')!r} checkpoint, not an ISP-Net "
+                         f"({', '.join(sorted(ISP_TYPES))})")
+    if config.get("input_norm", "wb") not in INPUT_NORMS:
+        raise CaispError(f"{args.model}: unknown input_norm {config.get('input_norm')!r}")
+    qf = args.qf if args.qf is not None else int(config.get("qf") or 90)
+    if not 1 <= qf <= 100:
+        raise CaispError(f"--qf must be in 1..100, got {qf}")
+    return net, config, qf
 
 
 def run_develop(args: argparse.Namespace) -> int:
     """Develop every input; 0 if all succeeded, 1 if any input failed, 2 for a bad model/option."""
     from tqdm import tqdm
 
-    from caisp.checkpoint import load_model
     from caisp.tiling import validate_tile
 
     inputs = [Path(p) for p in args.inputs]
-    output = Path(args.output)
-    fmt = args.format
-    if fmt is None:
-        single_file = len(inputs) == 1 and output.suffix.lower() == ".png"
-        fmt = "png16" if single_file else "jpeg"
+    overwrite = bool(getattr(args, "overwrite", False))
     try:
-        if len(inputs) > 1 and output.suffix.lower() in JPEG_SUFFIXES | {".png"}:
-            raise CaispError(f"-o {output} names a file, but {len(inputs)} inputs were given; "
-                             "pass an output directory")
+        outs, fmt, folder = _plan_outputs(inputs, Path(args.output), args.format)
         validate_tile(args.tile, args.overlap)
         device = resolve_device(args.device)
-        try:
-            net, config = load_model(args.model, device=str(device))
-        except CaispError:
-            raise
-        except Exception as e:  # a torch/pickle error on a foreign file: say so in one line
-            raise CaispError(f"{args.model}: not a caisp checkpoint ({type(e).__name__}: {e})") from None
-        if config.get("type") not in ISP_TYPES:
-            raise CaispError(f"{args.model}: a {config.get('type')!r} checkpoint, not an ISP-Net "
-                             f"({', '.join(sorted(ISP_TYPES))})")
-        if config.get("input_norm", "wb") not in ("wb", "none"):
-            raise CaispError(f"{args.model}: unknown input_norm {config.get('input_norm')!r}")
-        qf = args.qf if args.qf is not None else int(config.get("qf") or 90)
-        if not 1 <= qf <= 100:
-            raise CaispError(f"--qf must be in 1..100, got {qf}")
+        net, config, qf = _load_isp(args, device)
+        _check_writable(folder)
     except CaispError as e:
         print(f"caisp develop: error: {e}", file=sys.stderr)
         return 2
 
     failed = 0
     seen: dict[Path, Path] = {}
-    outs = _output_paths(inputs, output, fmt)
     for src, dst in zip(tqdm(inputs, desc="develop", unit="img", disable=None), outs):
         try:
             if dst in seen:
                 raise CaispError(f"{src}: output {dst} would overwrite the one from {seen[dst]}")
             seen[dst] = src
+            _check_free(src, dst, overwrite)
             img = develop_raw(src, net, config, tile=args.tile, overlap=args.overlap, device=device)
+            _check_free(src, dst, overwrite)  # again: developing takes a while
             save_output(img, dst, fmt, qf)
         except Exception as e:  # one line per bad input, then go on with the others
             failed += 1

@@ -13,7 +13,8 @@ import torch
 
 from caisp.checkpoint import save_model
 from caisp.data.synthetic import write_dng
-from caisp.develop import GENERIC_WB, add_develop_parser, choose_wb, develop_raw, run_develop
+from caisp.data.raw import GENERIC_WB
+from caisp.develop import add_develop_parser, choose_wb, develop_raw, run_develop
 from caisp.models import build
 
 # residual=True zero-initialises the head: the ISP-Net starts as the exact identity, so the output is
@@ -92,30 +93,34 @@ def test_orientation_matches_rawpy(tmp_path, orientation):
         np.unravel_index(red_ref.argmax(), red_ref.shape), abs=12)
 
 
-@pytest.mark.parametrize("neutral", [(1, 1, 1), (0, 0, 0)])
-def test_invalid_wb_falls_back_to_daylight(tmp_path, capfd, neutral):
+@pytest.mark.parametrize("neutral,source,note", [((1, 1, 1), "unity", "unity gains"),
+                                                  ((0, 0, 0), "auto", "automatic white balance")])
+def test_non_camera_wb_is_libraws_and_warns_once(tmp_path, capfd, neutral, source, note):
+    """develop uses read_raw's WB (the one LibRaw's use_camera_wb rendering applies, see
+    test_white_balance.py) and says so in one line when it is not the camera's own."""
     from caisp.data.raw import read_raw
 
     img, net = colour_image(), identity_net()
-    good = write_dng(tmp_path / "good.dng", img, noise=False)
-    daylight = read_raw(good).daylight_wb
-    # Same sensor data, unprocessed with the daylight gains: once with a valid as-shot WB equal to
-    # daylight, once with a broken one. The fallback must develop both identically.
-    valid = write_dng(tmp_path / "valid.dng", img, noise=False, wb_gains=tuple(daylight))
-    broken = write_dng(tmp_path / "broken.dng", img, noise=False, wb_gains=tuple(daylight),
-                       as_shot_neutral=neutral)
-    ref = develop_raw(valid, net, IDENTITY, tile=64, overlap=16)
-    assert capfd.readouterr().err == ""
-    out = develop_raw(broken, net, IDENTITY, tile=64, overlap=16)
+    path = write_dng(tmp_path / "odd.dng", img, noise=False, as_shot_neutral=neutral)
+    raw = read_raw(path)
+    assert raw.wb_source == source
+    out = develop_raw(path, net, IDENTITY, tile=64, overlap=16)
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "broken.dng" in err[0] and "using daylight multipliers" in err[0]
-    np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert len(err) == 1 and "odd.dng" in err[0] and note in err[0]
+    # identity ISP-Net with input_norm "wb": the picture is the demosaiced mosaic times raw.wb
+    plain = develop_raw(path, net, {**IDENTITY, "input_norm": "none"}, tile=64, overlap=16)
+    ratio = out.reshape(-1, 3).mean(0) / plain.reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(ratio / ratio[1], raw.wb, rtol=0.01)
+    good = write_dng(tmp_path / "good.dng", img, noise=False)
+    develop_raw(good, net, IDENTITY, tile=64, overlap=16)
+    assert capfd.readouterr().err == ""  # the camera's own WB: no warning
 
 
-def test_generic_wb_when_daylight_invalid_too(capsys):
-    raw = SimpleNamespace(wb=np.ones(3), wb_valid=False, daylight_wb=np.ones(3), path="x.kdc")
+def test_choose_wb_generic_warns(capsys):
+    raw = SimpleNamespace(wb=GENERIC_WB.copy(), wb_source="generic", path="x.kdc")
     np.testing.assert_array_equal(choose_wb(raw), GENERIC_WB)
-    assert "x.kdc" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.kdc" in err[0] and "generic" in err[0]
 
 
 def test_cli_reports_bad_inputs_and_goes_on(tmp_path, checkpoint, capfd):
@@ -243,3 +248,173 @@ def test_strip_demosaic_equals_whole_frame(cfa):
 
     mosaic = torch.rand(301 * 2, 90)
     assert torch.equal(_demosaic_in_strips(mosaic, cfa, strip=64), demosaic_bilinear(mosaic, cfa))
+
+
+# ------------------------------------------------------------------ never lose a user's file
+
+def develop_args(checkpoint: Path) -> list[str]:
+    return ["--model", str(checkpoint), "--tile", "64", "--overlap", "16", "--device", "cpu"]
+
+
+def stderr_lines(capfd) -> list[str]:
+    return [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+
+
+def test_existing_output_refused_without_overwrite(tmp_path, checkpoint, capfd):
+    a = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    b = write_dng(tmp_path / "b.dng", marked_image(), noise=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.jpg").write_bytes(b"the user's own picture")
+    assert run_cli([str(a), str(b), "-o", str(out), *develop_args(checkpoint)]) == 1
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and str(out / "a.jpg") in err[0] and "--overwrite" in err[0]
+    assert (out / "a.jpg").read_bytes() == b"the user's own picture"
+    assert (out / "b.jpg").read_bytes()[:2] == b"\xff\xd8"  # the other input went on
+    # a single named file likewise
+    assert run_cli([str(a), "-o", str(out / "a.jpg"), *develop_args(checkpoint)]) == 1
+    assert len(stderr_lines(capfd)) == 1
+    assert (out / "a.jpg").read_bytes() == b"the user's own picture"
+    assert run_cli([str(a), str(b), "-o", str(out), "--overwrite", *develop_args(checkpoint)]) == 0
+    assert stderr_lines(capfd) == []
+    assert (out / "a.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_output_folder_must_be_writable(tmp_path, checkpoint, capfd, monkeypatch):
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a folder is wanted\n")
+    assert run_cli([str(src), "-o", str(blocker / "out"), *develop_args(checkpoint)]) == 2
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and str(blocker / "out") in err[0] and "not a folder" in err[0]
+
+    import tempfile
+
+    def refuse(*args, dir=None, **kwargs):  # what an unwritable folder does (root passes chmod)
+        raise PermissionError(13, "Permission denied", f"{dir}/tmpab12cd")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    developed = []
+    monkeypatch.setattr("caisp.develop.develop_raw", lambda *a, **k: developed.append(a))
+    out = tmp_path / "locked"
+    out.mkdir()
+    assert run_cli([str(src), "-o", str(out), *develop_args(checkpoint)]) == 2
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and f"output folder {out} is not writable" in err[0]
+    assert "tmpab12cd" not in err[0] and "Permission denied" in err[0]
+    assert developed == []  # refused before developing anything
+
+
+def test_unwritable_folder_for_real(tmp_path, checkpoint, capfd):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    out = tmp_path / "locked"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert run_cli([str(src), "-o", str(out), *develop_args(checkpoint)]) == 2
+    finally:
+        out.chmod(0o755)
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and str(out) in err[0] and ".part" not in err[0]
+
+
+@pytest.mark.parametrize("output,fmt,n,expect", [
+    ("pic.png", "jpeg", 1, "--format jpeg writes .jpg"),
+    ("pic.jpg", "png16", 1, "--format png16 writes .png"),
+    ("pic.tif", None, 1, "not .tif"),
+    ("pic.jpg", None, 2, "names a file"),
+    ("existing", None, 2, "existing file, not a folder"),
+    ("existing", None, 1, "existing file, not a folder"),
+])
+def test_output_name_refused_clearly(tmp_path, checkpoint, capfd, output, fmt, n, expect):
+    srcs = [write_dng(tmp_path / f"{i}.dng", marked_image(), noise=False) for i in range(n)]
+    (tmp_path / "existing").write_bytes(b"keep me")
+    argv = [*map(str, srcs), "-o", str(tmp_path / output), *develop_args(checkpoint)]
+    assert run_cli(argv + (["--format", fmt] if fmt else [])) == 2
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and output in err[0] and expect in err[0], err
+    assert (tmp_path / "existing").read_bytes() == b"keep me"
+    assert not list(tmp_path.glob("pic*"))
+
+
+def test_format_agreeing_with_suffix_is_fine(tmp_path, checkpoint):
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    assert run_cli([str(src), "-o", str(tmp_path / "pic.PNG"), "--format", "png16",
+                    *develop_args(checkpoint)]) == 0
+    assert png_header(tmp_path / "pic.PNG")[2] == 16
+
+
+# ------------------------------------------------------------------ never a silently wrong picture
+
+def save_isp(path: Path, fill: float | None = None, **config) -> Path:
+    net = identity_net()
+    if fill is not None:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(fill)
+    save_model(path, net, {**IDENTITY, **config})
+    return path
+
+
+def test_non_finite_weights_refused_at_load(tmp_path, capfd):
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    model = save_isp(tmp_path / "diverged.pt", fill=float("nan"))
+    assert run_cli([str(src), "-o", str(tmp_path / "out"), "--model", str(model)]) == 2
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and "diverged.pt" in err[0] and "non-finite" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_output_is_an_error_not_a_black_picture(tmp_path, capfd):
+    """Finite but absurd weights (1e30) overflow to inf and NaN inside the network."""
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    model = save_isp(tmp_path / "huge.pt", fill=1e30)
+    out = tmp_path / "out"
+    assert run_cli([str(src), "-o", str(out), *develop_args(model)]) == 1
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and "a.dng" in err[0] and "non-finite" in err[0]
+    assert not list(out.glob("*.jpg"))
+
+
+@pytest.mark.parametrize("key,value", [("cfa", "RGBW"), ("cfa", "XTRANS"), ("qf", 0), ("qf", 101),
+                                       ("qf", "90"), ("input_norm", "gamma")])
+def test_bad_model_config_refused_at_load(tmp_path, capfd, key, value):
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    model = save_isp(tmp_path / "odd.pt", **{key: value})
+    assert run_cli([str(src), "-o", str(tmp_path / "out"), "--model", str(model)]) == 2
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and "odd.pt" in err[0] and f"{key}=" in err[0]
+
+
+class MakesFolder:
+    """A pickle payload: unpickling it calls os.mkdir (what a hostile .pt would do with worse)."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.target,)
+
+
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_pickle_payload_refused_as_code(tmp_path, capfd, writer):
+    import pickle
+
+    src = write_dng(tmp_path / "a.dng", marked_image(), noise=False)
+    marker, model = tmp_path / "pwned", tmp_path / "payload.pt"
+    if writer == "torch":
+        torch.save({"format": "caisp", "config": MakesFolder(marker)}, model)
+    else:  # a plain pickle (protocol 5), not torch's zip container
+        model.write_bytes(pickle.dumps(MakesFolder(marker), protocol=5))
+    assert run_cli([str(src), "-o", str(tmp_path / "out"), "--model", str(model)]) == 2
+    err = stderr_lines(capfd)
+    assert len(err) == 1 and "payload.pt" in err[0], err
+    assert "refused: not a caisp checkpoint (it would run code)" in err[0]
+    assert "truncated" not in err[0]
+    assert not marker.exists()

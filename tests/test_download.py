@@ -1,6 +1,7 @@
 """Download sources against a local threaded HTTP server on 127.0.0.1 (no other address is contacted)."""
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import os
@@ -28,6 +29,13 @@ class Server:
         self.cut_once: set[str] = set()  # send half the body, then drop the connection (once)
         self.statuses: dict[str, list[int]] = {}  # error codes to answer first, in order
         self.ignore_range: set[str] = set()
+        # validators sent with every file (a strong ETag from its content, and Last-Modified) unless
+        # listed here; If-Range that matches neither gets the whole file (200), as RFC 9110 says
+        self.no_etag: set[str] = set()
+        self.weak_etag: set[str] = set()
+        self.no_last_modified: set[str] = set()
+        self.mtime: dict[str, float] = {}
+        self.if_range_log: list[tuple[str, str | None]] = []
         self.delay = 0.0  # seconds each request takes, to observe parallel transfers
         self.active = self.max_active = 0
         self.log: list[tuple[str, str | None]] = []
@@ -42,6 +50,22 @@ class Server:
     def requests(self, name: str) -> list[str | None]:
         return [rng for path, rng in self.log if path == "/" + name]
 
+    def if_ranges(self, name: str) -> list[str | None]:
+        return [v for path, v in self.if_range_log if path == "/" + name]
+
+    def etag(self, name: str) -> str | None:
+        path = "/" + name
+        if path in self.no_etag:
+            return None
+        tag = f'"{hashlib.sha256(self.files[path]).hexdigest()[:16]}"'
+        return "W/" + tag if path in self.weak_etag else tag
+
+    def last_modified(self, name: str) -> str | None:
+        path = "/" + name
+        if path in self.no_last_modified:
+            return None
+        return email.utils.formatdate(self.mtime.get(path, 1_600_000_000), usegmt=True)
+
 
 class Handler(BaseHTTPRequestHandler):
     state: Server
@@ -53,6 +77,7 @@ class Handler(BaseHTTPRequestHandler):
         s, path, rng = self.state, self.path, self.headers.get("Range")
         with s.lock:
             s.log.append((path, rng))
+            s.if_range_log.append((path, self.headers.get("If-Range")))
             code = s.statuses[path].pop(0) if s.statuses.get(path) else None
             cut = path in s.cut_once
             s.cut_once.discard(path)
@@ -73,8 +98,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(code)
             return
         data, start = s.files[path], 0
+        etag, modified = s.etag(path[1:]), s.last_modified(path[1:])
+        if_range = self.headers.get("If-Range")
+        strong = etag if etag and not etag.startswith("W/") else None
+        unchanged = if_range is None or if_range in (strong, modified)
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if m and path not in s.ignore_range:
+        if m and path not in s.ignore_range and unchanged:
             start = int(m.group(1))
             if start >= len(data):
                 self.send_response(416)
@@ -86,6 +115,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
+        for header, value in (("ETag", etag), ("Last-Modified", modified)):
+            if value:
+                self.send_header(header, value)
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -116,7 +148,7 @@ def sha(data: bytes) -> str:
 
 
 def leftovers(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.name.endswith(".part"))
+    return sorted(p.name for p in out.iterdir() if p.name.endswith((".part", ".ifrange")))
 
 
 def test_parallel_download_manifest(server, tmp_path):
@@ -145,6 +177,56 @@ def test_cut_transfer_resumes_with_range(server, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("validator", ["etag", "last_modified", "weak_etag"])
+def test_resume_only_while_the_server_file_is_unchanged(server, tmp_path, validator):
+    """A cut download resumes with If-Range carrying the validator recorded when it started; when
+    the file changed meanwhile the server sends it whole (200) and the download starts over, instead
+    of gluing the new file's tail to the old one's head."""
+    name, url = "v.dng", f"{server.url}/v.dng"
+    old = server.add(name, 100_000)
+    if validator != "etag":  # Last-Modified only, or a weak ETag (never valid in If-Range) plus it
+        (server.no_etag if validator == "last_modified" else server.weak_etag).add("/" + name)
+    recorded = server.etag(name) if validator == "etag" else server.last_modified(name)
+    server.cut_once.add("/" + name)
+    with pytest.raises(DownloadError):
+        download_files([url], tmp_path, **{**FAST, "retries": 0})
+    assert (tmp_path / "v.dng.part").read_bytes() == old[:50_000]
+    assert (tmp_path / "v.dng.part.ifrange").read_text().strip() == recorded
+
+    new = server.add(name, 100_000)  # the server's file changes between the attempts
+    server.mtime["/" + name] = 1_700_000_000
+    files = download_files([url], tmp_path, **FAST)
+    assert server.requests(name) == [None, "bytes=50000-"]
+    assert server.if_ranges(name) == [None, recorded]
+    assert (tmp_path / name).read_bytes() == new and files[0]["sha256"] == sha(new)
+    assert leftovers(tmp_path) == []
+
+
+def test_resume_of_unchanged_file_sends_its_validator(server, tmp_path):
+    data = server.add("u.dng", 80_000)
+    server.cut_once.add("/u.dng")
+    download_files([f"{server.url}/u.dng"], tmp_path, **FAST)
+    assert server.requests("u.dng") == [None, "bytes=40000-"]
+    assert server.if_ranges("u.dng") == [None, server.etag("u.dng")]
+    assert (tmp_path / "u.dng").read_bytes() == data and leftovers(tmp_path) == []
+
+
+def test_no_validator_known_restarts_from_zero(server, tmp_path):
+    """Neither ETag nor Last-Modified: nothing proves the rest belongs to the same file."""
+    data = server.add("n.dng", 60_000)
+    server.no_etag.add("/n.dng")
+    server.no_last_modified.add("/n.dng")
+    server.cut_once.add("/n.dng")
+    download_files([f"{server.url}/n.dng"], tmp_path, **FAST)
+    assert server.requests("n.dng") == [None, None]
+    assert (tmp_path / "n.dng").read_bytes() == data and leftovers(tmp_path) == []
+    # a .part left by an older caisp (no validator beside it) is not trusted either
+    (tmp_path / "m.dng.part").write_bytes(data[:1000])
+    server.files["/m.dng"] = data
+    download_files([f"{server.url}/m.dng"], tmp_path, **FAST)
+    assert server.requests("m.dng") == [None] and (tmp_path / "m.dng").read_bytes() == data
+
+
 def test_cut_transfer_resumes_within_one_run(server, tmp_path):
     data = server.add("b.dng", 64_001)
     server.cut_once.add("/b.dng")
@@ -158,6 +240,8 @@ def test_range_ignored_or_unsatisfiable_restarts(server, tmp_path):
     server.ignore_range.add("/a.dng")
     (tmp_path / "a.dng.part").write_bytes(b"x" * 3000)  # server answers 200: start over
     (tmp_path / "b.dng.part").write_bytes(b"y" * 20_000)  # longer than the file: 416, start over
+    for name in ("a.dng", "b.dng"):  # as recorded when those partial downloads started
+        (tmp_path / f"{name}.part.ifrange").write_text(server.etag(name) + "\n")
     download_files([f"{server.url}/a.dng", f"{server.url}/b.dng"], tmp_path, **FAST)
     assert (tmp_path / "a.dng").read_bytes() == a and (tmp_path / "b.dng").read_bytes() == b
     assert server.requests("b.dng") == ["bytes=20000-", None]
@@ -220,7 +304,8 @@ def test_checksum_mismatch(server, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["{url}/../evil.dng", "{url}/a%2F..%2Fevil.dng", "{url}/dir/", "{url}/.hidden",
-                                 "ftp://127.0.0.1/x.dng", "file:///etc/passwd", "../evil.dng", "{url}/manifest.json"])
+                                 "ftp://127.0.0.1/x.dng", "file:///etc/passwd", "../evil.dng", "{url}/manifest.json",
+                                 "{url}/x.dng.part.ifrange"])
 def test_refused_entries_before_any_download(server, tmp_path, bad):
     server.add("fine.dng", 100)
     bad = bad.format(url=server.url)

@@ -69,7 +69,7 @@ def _name_for(url: str) -> str:
     if any(urllib.parse.unquote(s) in ("..", ".") for s in segments[:-1]):
         raise CaispError(f"refusing list entry {url!r}: '..' in the URL path")
     name = urllib.parse.unquote(segments[-1])
-    if (name in ("", ".", "..", MANIFEST) or name.startswith(".") or name.endswith(".part")
+    if (name in ("", ".", "..", MANIFEST) or name.startswith(".") or name.endswith((".part", ".part.ifrange"))
             or any(c in name for c in "/\\\0:")):
         raise CaispError(f"refusing list entry {url!r}: file name {name!r} is not a plain file name")
     return name
@@ -117,28 +117,62 @@ def read_url_list(list_url: str, *, timeout: float = 30) -> list[tuple[str, str 
     return entries
 
 
+def _ifrange_path(part: Path) -> Path:
+    """Beside `x.part`: the validator of the server's file that `x.part` holds the start of."""
+    return part.with_name(part.name + ".ifrange")
+
+
+def _validator(headers) -> str | None:
+    """What If-Range may carry for a response: its strong ETag, else its Last-Modified date (a weak
+    ETag never matches in If-Range, RFC 9110 13.1.5); None when the server sends neither."""
+    etag = (headers.get("ETag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return (headers.get("Last-Modified") or "").strip() or None
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _ifrange_path(part).unlink(missing_ok=True)
+
+
 def _transfer(url: str, part: Path, timeout: float) -> None:
-    """Fetch `url` into `part`, resuming from its current size; raises if the body is incomplete."""
+    """Fetch `url` into `part`, resuming from its current size only if the server's file is still the
+    one `part` started from: the request carries If-Range with the validator recorded then, so a
+    changed file comes back whole (200) and replaces `part`; raises if the body is incomplete."""
+    tag = _ifrange_path(part)
     have = part.stat().st_size if part.exists() else 0
     try:
-        resp = _open(url, timeout, {"Range": f"bytes={have}-"} if have else None)
+        validator = tag.read_text().strip() if have and tag.is_file() else ""
+    except OSError:
+        validator = ""
+    # No validator known: a resumed body could belong to another version of the file; start over.
+    headers = {"Range": f"bytes={have}-", "If-Range": validator} if validator else None
+    try:
+        resp = _open(url, timeout, headers)
     except urllib.error.HTTPError as e:
         e.close()
-        if e.code == 416 and have:
+        if e.code == 416 and headers:
             # Range past the end: `part` is complete if the server's size matches it, else it is stale
             if e.headers.get("Content-Range", "") == f"bytes */{have}":
                 return
-            part.unlink()
+            _discard(part)
             return _transfer(url, part, timeout)
         raise
     with resp:
-        start = 0  # a 200 means the server ignored Range and sends everything: start over
+        start = 0  # a 200 sends everything (file changed, or Range ignored): start over
         if resp.status == 206:
             m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
             start = int(m.group(1)) if m else -1
             if start != have:
-                part.unlink()
+                _discard(part)
                 raise http.client.HTTPException(f"server answered Range {have}- with {m and m.group(0)!r}")
+        if start == 0:  # a new body: record what it is before its first byte lands, so a cut can resume
+            new = _validator(resp.headers)
+            if new:
+                tag.write_text(new + "\n")
+            else:
+                tag.unlink(missing_ok=True)
         length = resp.headers.get("Content-Length")
         written = 0
         with open(part, "r+b" if start else "wb") as f:
@@ -170,9 +204,10 @@ def _fetch(url: str, sha: str | None, dest: Path, retries: int, backoff: float, 
         time.sleep(backoff * 2 ** attempt)
     digest = _sha256(part)
     if sha is not None and digest != sha:
-        part.unlink()
+        _discard(part)
         raise _Fatal(f"sha256 mismatch: expected {sha}, got {digest}")
     os.replace(part, dest)
+    _ifrange_path(part).unlink(missing_ok=True)
     return {"name": dest.name, "size": dest.stat().st_size, "sha256": digest}
 
 
