@@ -106,7 +106,8 @@ def rendered(tmp_path: Path) -> Path:
         (tmp_path / "mosaics").mkdir(exist_ok=True)
         (tmp_path / "targets").mkdir(exist_ok=True)
         (tmp_path / "jpeg").mkdir(exist_ok=True)
-        np.savez(tmp_path / "mosaics" / f"{stem}.npz", mosaic=mosaic.numpy().astype(np.float32), cfa=cfa, wb=WB)
+        np.savez(tmp_path / "mosaics" / f"{stem}.npz", mosaic=mosaic.numpy().astype(np.float32), cfa=cfa, wb=WB,
+                 rgb_cam=np.eye(3, dtype=np.float32))
         Image.fromarray(target).save(tmp_path / "targets" / f"{stem}.png")
         Image.fromarray(target).save(tmp_path / "jpeg" / f"{stem}.jpg", quality=95, subsampling=0)
     return tmp_path
@@ -159,6 +160,17 @@ def test_whole_image_and_small(rendered: Path) -> None:
     assert big["raw"].shape == (3, 64, 64)  # largest multiple of 16 that fits
 
 
+def test_input_norm_camera_applies_the_colour_matrix(rendered: Path) -> None:
+    m = np.array([[1.6, -0.4, -0.2], [-0.2, 1.5, -0.3], [0.0, -0.5, 1.5]], np.float32)
+    with np.load(rendered / "mosaics" / "a.npz") as z:
+        data = dict(z)
+    np.savez(rendered / "mosaics" / "a.npz", **{**data, "rgb_cam": m})
+    wb = RawRGBDataset(rendered, ["a"], patch=32, train=False, input_norm="wb")[0]["raw"]
+    cam = RawRGBDataset(rendered, ["a"], patch=32, train=False, input_norm="camera")[0]["raw"]
+    expected = torch.einsum("ij,jhw->ihw", torch.from_numpy(m), wb).clamp(0, 1)
+    torch.testing.assert_close(cam, expected)
+
+
 def test_input_norm_none(rendered: Path) -> None:
     item = RawRGBDataset(rendered, ["a"], patch=16, train=False, input_norm="none")[0]
     with np.load(rendered / "mosaics" / "a.npz") as z:
@@ -195,7 +207,8 @@ def test_bad_files(rendered: Path) -> None:
     Image.fromarray(_target()[:, :88]).save(rendered / "targets" / "a.png")
     with pytest.raises(CaispError, match="'a'"):
         RawRGBDataset(rendered, ["a"])[0]
-    np.savez(rendered / "mosaics" / "b.npz", mosaic=np.zeros((H, W), np.float32), cfa="RGBW", wb=WB)
+    np.savez(rendered / "mosaics" / "b.npz", mosaic=np.zeros((H, W), np.float32), cfa="RGBW", wb=WB,
+             rgb_cam=np.eye(3, dtype=np.float32))
     with pytest.raises(CaispError, match="RGBW"):
         RawRGBDataset(rendered, ["b"])[0]
     with pytest.raises(IndexError):

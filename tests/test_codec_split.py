@@ -158,3 +158,21 @@ def test_encode_all_parallel_matches_serial(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(serial, parallel)
     for i in range(3):
         assert (tmp_path / "s" / f"im{i}.jpg").read_bytes() == (tmp_path / "p" / f"im{i}.jpg").read_bytes()
+
+
+def test_split_keeps_every_source_in_one_subset() -> None:
+    stems = [f"photo{i}_r{r}c{c}" for i in range(20) for r in range(2) for c in range(3)]
+    sources = {s: s.split("_")[0] for s in stems}
+    sources["photo19_r0c0"] = "photo0"  # e.g. the other view of a stereo pair
+    split = make_split(stems, ratios=(0.8, 0.05, 0.15), seed=3, sources=sources)
+    owner = {}
+    for name in ("train", "val", "test"):
+        for stem in split[name]:
+            assert owner.setdefault(sources[stem], name) == name, f"{sources[stem]} in two subsets"
+        assert set(split["sources"][name]) == {sources[s] for s in split[name]}
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(stems)
+    # Ratios apply to the 20 sources, not to the 120 tiles.
+    assert [len(split["sources"][k]) for k in ("train", "val", "test")] == [16, 1, 3]
+    assert split == make_split(list(reversed(stems)), ratios=(0.8, 0.05, 0.15), seed=3, sources=sources)
+    with pytest.raises(CaispError, match="3 sources"):
+        make_split(stems[:6], sources={s: "one" for s in stems[:6]})

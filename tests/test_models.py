@@ -101,3 +101,22 @@ def test_channels_last_bf16(name: str) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(xc).float().mean().backward()
     assert xc.grad is not None and torch.isfinite(xc.grad).all()
+
+
+def test_isp_net_with_tone_prior_starts_as_libraw_curve() -> None:
+    import numpy as np
+
+    from caisp import CaispError
+    from caisp.data.synthetic import libraw_curve
+    from caisp.models import build
+    from caisp.models.unet import libraw_tone
+
+    x = torch.rand(2, 3, 40, 56)
+    net = build("isp_net", base_width=4, tone_prior=True)
+    torch.testing.assert_close(net(x), libraw_tone(x))
+    grid = np.linspace(0, 1, 10001)
+    assert np.abs(libraw_tone(torch.from_numpy(grid)).numpy() - libraw_curve(grid)).max() < 1e-6
+    net(x).sum().backward()  # the U-Net learns a residual on top of the curve
+    assert all(p.grad is not None for p in net.parameters())
+    with pytest.raises(CaispError, match="tone_prior"):
+        build("isp_net", base_width=4, tone_prior=True, residual=True)

@@ -75,11 +75,12 @@ def test_render_one_outputs_align(tmp_path: Path, raw_samples: Path) -> None:
     stem = Path(DC50).stem
     target = np.asarray(Image.open(tmp_path / "targets" / f"{stem}.png"))
     npz = np.load(tmp_path / "mosaics" / f"{stem}.npz")
-    assert set(npz.files) == {"mosaic", "cfa", "wb", "daylight_wb", "flip", "black", "white"}
+    assert set(npz.files) == {"mosaic", "cfa", "wb", "daylight_wb", "rgb_cam", "flip", "black", "white"}
     assert target.dtype == np.uint8 and target.shape == (*npz["mosaic"].shape, 3)
     assert str(npz["cfa"]) == "GRBG" and int(npz["flip"]) == 0
     assert npz["white"].dtype == np.float32 and npz["wb"].dtype == np.float32
-    assert entry == {"stem": stem, "source": DC50, "height": 512, "width": 768, "cfa": "GRBG", "flip": 0}
+    assert entry == {"stem": stem, "file": DC50, "source": stem, "camera": entry["camera"], "height": 512,
+                     "width": 768, "cfa": "GRBG", "flip": 0}
 
 
 def test_render_settings_validated() -> None:
@@ -121,7 +122,7 @@ def test_render_all_skips_bad(tmp_path: Path, mixed_dir: Path, capsys) -> None:
     assert manifest["settings"]["user_flip"] == 0 and manifest["settings"]["use_camera_wb"] is True
     assert sorted(p.name for p in (out / "targets").iterdir()) == [
         f"{Path(CANON).stem}.png", f"{Path(DC50).stem}.png"]
-    canon = next(e for e in manifest["images"] if e["source"] == CANON)
+    canon = next(e for e in manifest["images"] if e["file"] == CANON)
     with Image.open(out / "targets" / f"{canon['stem']}.png") as im:
         assert im.size == (canon["width"], canon["height"])
 

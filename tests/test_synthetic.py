@@ -109,16 +109,83 @@ def test_determinism(tmp_path: Path, astronaut: np.ndarray) -> None:
     assert S.image_seed(0, "astronaut") != S.image_seed(1, "astronaut")
 
 
-def test_skimage_photos_and_tiling() -> None:
-    whole = S.load_photos()
-    assert [n for n, _ in whole] == list(S.SKIMAGE_PHOTOS)
-    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for _, im in whole)
-    tiles = S.load_photos(tile=192)
-    expected = sum((im.shape[0] // 192) * (im.shape[1] // 192) for _, im in whole)
+def test_photos_sources_and_tiling() -> None:
+    whole = S.load_photos(kodak=False)
+    assert [n for n, _, _ in whole] == list(S.SKIMAGE_PHOTOS)
+    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for _, _, im in whole)
+    source = {n: src for n, src, _ in whole}
+    # The stereo pair shows one scene: one source, so the split never separates it.
+    assert source["motorcycle_left"] == source["motorcycle_right"] != source["chelsea"] == "chelsea"
+    tiles = S.load_photos(tile=192, kodak=False)
+    expected = sum((im.shape[0] // 192) * (im.shape[1] // 192) for _, _, im in whole)
     assert len(tiles) == expected == 103
-    assert all(im.shape == (192, 192, 3) for _, im in tiles)
-    assert "hubble_deep_field_r3c4" in dict(tiles)
-    assert [n for n, _ in S.load_photos(tile=5000)] == list(S.SKIMAGE_PHOTOS)  # too small: whole
+    assert all(im.shape == (192, 192, 3) for _, _, im in tiles)
+    by_name = {n: src for n, src, _ in tiles}
+    assert by_name["hubble_deep_field_r3c4"] == "hubble_deep_field"  # a tile keeps its photo
+    assert [n for n, _, _ in S.load_photos(tile=5000, kodak=False)] == list(S.SKIMAGE_PHOTOS)
+
+
+def test_vendored_kodak_photos_are_checked() -> None:
+    kodak = S.kodak_photos()
+    assert len(kodak) == 24 and kodak[0][0] == "kodim01"
+    assert {im.shape for _, im in kodak} == {(512, 768, 3), (768, 512, 3)}
+    names = [n for n, _, _ in S.load_photos()]
+    assert len(names) == 33 and len(set(names)) == 33
+
+
+def test_damaged_kodak_photo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    fake = tmp_path / "kodak24"
+    shutil.copytree(S.KODAK_DIR, fake)
+    (fake / "kodim07.png").write_bytes(b"damaged")
+    monkeypatch.setattr(S, "KODAK_DIR", fake)
+    with pytest.raises(CaispError, match="kodim07.png"):
+        S.kodak_photos()
+
+
+def test_camera_draw_is_seeded_and_uses_the_list() -> None:
+    cams = list(S.CAMERAS)
+    drawn = [S.draw_camera(S.image_seed(0, f"p{i}"), cams) for i in range(60)]
+    assert set(drawn) == set(cams)  # several cameras, so no single colour matrix to learn
+    assert drawn == [S.draw_camera(S.image_seed(0, f"p{i}"), cams) for i in range(60)]
+    assert S.draw_camera(123, ["Pentax K-5"]) == "Pentax K-5"
+    with pytest.raises(CaispError, match="unknown camera"):
+        S.draw_camera(1, ["Canon EOS 550D"])
+
+
+def test_dng_carries_the_camera_matrix_libraw_renders_with(tmp_path: Path, astronaut: np.ndarray) -> None:
+    from caisp.data.raw import read_raw
+
+    for cam in ("Nikon D700", "Olympus E-M5"):
+        path = S.write_dng(tmp_path / f"{cam[:5]}.dng", astronaut[:64, :64], camera=cam, noise=False)
+        raw = read_raw(path)
+        # LibRaw's rgb_cam is the inverse of the row-normalised cam_rgb the synthetic camera used.
+        np.testing.assert_allclose(raw.rgb_cam, np.linalg.inv(S.camera_from_srgb(S.xyz_to_cam(cam))), atol=2e-3)
+        assert raw.colour_valid and cam in raw.camera
+
+
+def test_lens_blur_lowers_detail_and_bpp(tmp_path: Path) -> None:
+    from caisp.data.codec import encode_jpeg
+    from caisp.data.render import render_one
+
+    img = S.kodak_photos()[12][1][:256, :256]
+    sizes = {}
+    for blur in (0.0, 2.0):
+        path = S.write_dng(tmp_path / f"b{blur}.dng", img, blur=blur, noise=False)
+        entry = render_one(path, tmp_path / f"r{blur}")
+        y = np.asarray(Image.open(tmp_path / f"r{blur}" / "targets" / f"{entry['stem']}.png"))
+        sizes[blur] = len(encode_jpeg(y, 80, "4:2:0"))
+    assert sizes[2.0] < 0.8 * sizes[0.0]
+    with pytest.raises(CaispError, match="blur"):
+        S.write_dng(tmp_path / "x.dng", img, blur=-1)
+    with pytest.raises(CaispError, match="scale"):
+        S.write_dng(tmp_path / "x.dng", img, scale=0)
+    up = S.write_dng(tmp_path / "up.dng", img[:64, :64], scale=2.0, noise=False)
+    import rawpy
+
+    with rawpy.imread(str(up)) as raw:
+        assert raw.raw_image_visible.shape == (128, 128)
 
 
 def test_extra_dir_and_synthesize(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,18 +194,22 @@ def test_extra_dir_and_synthesize(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(photos / "beach.JPG")
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(photos / "grey.png")
     (photos / "notes.txt").write_text("not a photo")
-    loaded = dict(S.load_photos(photos))
+    loaded = {n: im for n, _, im in S.load_photos(photos, kodak=False)}
     assert loaded["beach"].shape == (50, 70, 3) and loaded["grey"].shape == (30, 30, 3)
 
     # Only the user's photos (and one small scikit-image one) keep synthesize fast here.
     monkeypatch.setattr(S, "SKIMAGE_PHOTOS", ("chelsea",))
-    out = S.synthesize(tmp_path / "raw", extra_dir=photos, tile=32, seed=5)
-    names = [p.name for p in out]
+    out = S.synthesize(tmp_path / "raw", extra_dir=photos, tile=32, seed=5, kodak=False,
+                       cameras=list(S.CAMERAS))
+    names = [e["name"] for e in out]
     assert names == sorted(names) and "beach_r0c1.dng" in names and "grey.dng" in names
     assert len(out) == 9 * 14 + 2 + 1
+    assert {e["source"] for e in out} == {"chelsea", "beach", "grey"}
+    assert len({e["camera"] for e in out if e["source"] == "chelsea"}) == 1  # one camera per photo
     assert not [p for p in (tmp_path / "raw").iterdir() if p.suffix != ".dng"]
-    again = S.synthesize(tmp_path / "raw2", extra_dir=photos, tile=32, seed=5, workers=2)
-    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in out]
+    again = S.synthesize(tmp_path / "raw2", extra_dir=photos, tile=32, seed=5, workers=2, kodak=False,
+                         cameras=list(S.CAMERAS))
+    assert [e["path"].read_bytes() for e in again] == [e["path"].read_bytes() for e in out]
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -104,3 +104,34 @@ def to_pattern(mosaic: ArrayLike, cfa: str, target_cfa: str) -> tuple[Tensor, tu
     h, w = m.shape[-2:]
     hh, ww = (h - dy) // 2 * 2, (w - dx) // 2 * 2
     return m[..., dy : dy + hh, dx : dx + ww], (dy, dx)
+
+
+# What the ISP-Net sees (model.input_norm): "camera" (default) puts the white-balanced, bilinear-
+# demosaiced raw through the camera's own colour matrix into linear sRGB, so the network learns
+# tone and demosaicing but no camera's colour; "wb" is the paper's input (white-balanced raw, the
+# network learns the colour of the training camera); "none" is the raw as stored.
+INPUT_NORMS = ("camera", "wb", "none")
+
+
+def check_input_norm(norm: object) -> str:
+    if norm not in INPUT_NORMS:
+        raise CaispError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {norm!r}")
+    return norm  # type: ignore[return-value]
+
+
+def normalise_mosaic(mosaic: ArrayLike, cfa: str, wb: ArrayLike | list[float], norm: str) -> Tensor:
+    """The mosaic step of `input_norm`: WB gains then a clip at 1.0 (as LibRaw clips) unless "none"."""
+    m = _as_float(mosaic)
+    if check_input_norm(norm) == "none":
+        return m
+    return apply_wb(m, cfa, wb, clip=True).clamp_(min=0.0)
+
+
+def apply_colour_matrix(rgb: Tensor, rgb_cam: ArrayLike, clip: bool = True) -> Tensor:
+    """(..., 3, H, W) camera RGB -> rgb_cam @ rgb per pixel; `clip` keeps [0, 1] as LibRaw's output does."""
+    m = torch.as_tensor(np.asarray(rgb_cam, dtype=np.float64) if not isinstance(rgb_cam, Tensor) else rgb_cam)
+    m = m.to(dtype=rgb.dtype, device=rgb.device)
+    if m.shape != (3, 3):
+        raise CaispError(f"rgb_cam must be 3x3, got shape {tuple(m.shape)}")
+    out = torch.einsum("ij,...jhw->...ihw", m, rgb)
+    return out.clamp_(0.0, 1.0) if clip else out

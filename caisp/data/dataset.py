@@ -18,16 +18,17 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from caisp import CaispError
-from caisp.data.bayer import apply_wb, check_cfa, demosaic_bilinear
+from caisp.data.bayer import (apply_colour_matrix, check_cfa, check_input_norm, demosaic_bilinear,
+                              normalise_mosaic)
 
 GRID = 16
-INPUT_NORMS = ("wb", "none")
 
 
 @dataclass
 class _Image:
-    mosaic: Tensor             # float32 (H, W), WB applied and clipped when input_norm == "wb"
+    mosaic: Tensor             # float32 (H, W), WB applied and clipped unless input_norm == "none"
     cfa: str
+    rgb_cam: Tensor | None     # (3, 3) applied after demosaicing when input_norm == "camera"
     srgb: np.ndarray           # uint8 (H, W, 3)
     jpeg: np.ndarray | None    # uint8 (H, W, 3)
 
@@ -55,8 +56,9 @@ def _demosaic_window(mosaic: Tensor, cfa: str, y0: int, x0: int, h: int, w: int)
 class RawRGBDataset(Dataset):
     """Items `{"raw", "srgb", ["jpeg"], "stem"}`; images float32 (3, h, w) in [0, 1].
 
-    `raw` is the bilinear demosaic of the mosaic, first multiplied by the camera WB gains and clipped
-    to [0, 1] when input_norm == "wb" ("none" leaves the mosaic as rendered).
+    `raw` is the ISP-Net's input (see `caisp.data.bayer.INPUT_NORMS`): the bilinear demosaic of the
+    mosaic, first multiplied by the camera WB gains and clipped (unless input_norm == "none"), then
+    mapped to linear sRGB by the camera's colour matrix when input_norm == "camera".
     patch=None: the whole image, cropped at the bottom/right to a multiple of 16, not augmented.
     patch=p: a square crop whose top-left lies on the 16-grid, random with a random flip/rotation
     (the same for all outputs) when `train`, else the centre crop snapped down to the grid. An image
@@ -75,7 +77,7 @@ class RawRGBDataset(Dataset):
         jpeg_dir: str | os.PathLike | None = None,
         patch: int | None = None,
         train: bool = True,
-        input_norm: str = "wb",
+        input_norm: str = "camera",
         repeat: int = 1,
         cache: bool = True,
     ) -> None:
@@ -83,8 +85,7 @@ class RawRGBDataset(Dataset):
             isinstance(patch, bool) or not isinstance(patch, int) or patch <= 0 or patch % GRID
         ):
             raise CaispError(f"patch must be a positive multiple of {GRID} or None, got {patch!r}")
-        if input_norm not in INPUT_NORMS:
-            raise CaispError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        check_input_norm(input_norm)
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise CaispError(f"repeat must be a positive integer, got {repeat!r}")
         self.rendered_dir = Path(rendered_dir)
@@ -112,6 +113,7 @@ class RawRGBDataset(Dataset):
         try:
             with np.load(npz_path, allow_pickle=False) as z:
                 mosaic, cfa, wb = z["mosaic"].astype(np.float32), str(z["cfa"]), z["wb"]
+                rgb_cam = z["rgb_cam"] if self.input_norm == "camera" else None
         except (OSError, KeyError, ValueError) as e:
             raise CaispError(f"{npz_path}: not a caisp mosaic ({e})") from e
         if mosaic.ndim != 2:
@@ -120,9 +122,7 @@ class RawRGBDataset(Dataset):
             cfa = check_cfa(cfa)
         except CaispError as e:
             raise CaispError(f"{npz_path}: {e}") from e
-        m = torch.from_numpy(mosaic)
-        if self.input_norm == "wb":
-            m = apply_wb(m, cfa, wb, clip=True).clamp_(min=0.0)
+        m = normalise_mosaic(torch.from_numpy(mosaic), cfa, wb, self.input_norm)
         srgb = _read_rgb(png_path)
         jpeg = None if jpg_path is None else _read_rgb(jpg_path)
         for name, img in (("target", srgb), ("jpeg", jpeg)):
@@ -134,7 +134,7 @@ class RawRGBDataset(Dataset):
         if min(mosaic.shape) < GRID:
             h, w = mosaic.shape
             raise CaispError(f"image {stem!r}: {h}x{w} is smaller than {GRID}x{GRID}")
-        item = _Image(m, cfa, srgb, jpeg)
+        item = _Image(m, cfa, None if rgb_cam is None else torch.from_numpy(rgb_cam).float(), srgb, jpeg)
         if self.cache:
             self._cache[stem] = item
         return item
@@ -157,7 +157,10 @@ class RawRGBDataset(Dataset):
         stem = self.stems[index % len(self.stems)]
         img = self._load(stem)
         y0, x0, h, w = self._window(*img.mosaic.shape)
-        out: dict[str, Tensor] = {"raw": _demosaic_window(img.mosaic, img.cfa, y0, x0, h, w)}
+        raw = _demosaic_window(img.mosaic, img.cfa, y0, x0, h, w)
+        if img.rgb_cam is not None:
+            raw = apply_colour_matrix(raw, img.rgb_cam)
+        out: dict[str, Tensor] = {"raw": raw}
         for key, arr in (("srgb", img.srgb), ("jpeg", img.jpeg)):
             if arr is not None:
                 crop = torch.from_numpy(arr[y0 : y0 + h, x0 : x0 + w]).permute(2, 0, 1)

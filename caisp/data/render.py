@@ -80,7 +80,7 @@ def render_one(path: str | os.PathLike, out_dir: str | os.PathLike,
     kwargs = settings.postprocess_kwargs()
     path, out_dir = Path(path), Path(out_dir)
     with open_raw(path) as raw:  # one LibRaw open serves both the mosaic and the rendering
-        img = raw_image_from(raw, path)
+        img = raw_image_from(raw, path, kwargs.get("adjust_maximum_thr", 0.75))
         visible = raw.raw_image_visible.shape
         rgb = raw.postprocess(**kwargs)
     if rgb.shape[:2] != visible:
@@ -91,9 +91,12 @@ def render_one(path: str | os.PathLike, out_dir: str | os.PathLike,
     stem = path.stem
     _write_target(out_dir / "targets" / f"{stem}.png", rgb)
     write_npz(out_dir / "mosaics" / f"{stem}.npz", mosaic=img.mosaic, cfa=np.array(img.cfa),
-              wb=img.wb, daylight_wb=img.daylight_wb, flip=np.array(img.flip, np.int64),
+              wb=img.wb, daylight_wb=img.daylight_wb, rgb_cam=img.rgb_cam, flip=np.array(img.flip, np.int64),
               black=img.black, white=np.array(img.white, np.float32))
-    return {"stem": stem, "source": path.name, "height": h, "width": w, "cfa": img.cfa, "flip": img.flip}
+    # `source` (the photo or raw an image came from, which the split keeps in one subset) defaults to
+    # the file itself; render_all overrides it for tiles of one synthetic photo.
+    return {"stem": stem, "file": path.name, "source": stem, "camera": img.camera, "height": h, "width": w,
+            "cfa": img.cfa, "flip": img.flip}
 
 
 class _SpawnPool(ProcessPoolExecutor):
@@ -150,8 +153,10 @@ def _remove_stale(folder: Path, suffix: str, keep: set[str]) -> None:
 
 def render_all(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                settings: RenderSettings | None = None, workers: int = 1,
-               on_error: Literal["skip", "fail"] = "skip", progress: bool = True) -> dict[str, Any]:
-    """Render every raw in `raw_dir` into `out_dir`; writes and returns `manifest.json`."""
+               on_error: Literal["skip", "fail"] = "skip", progress: bool = True,
+               sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """Render every raw in `raw_dir` into `out_dir`; writes and returns `manifest.json`.
+    `sources` maps a raw file name to the source photo it was made from (default: the file's stem)."""
     settings = settings or RenderSettings()
     settings.postprocess_kwargs()  # validate once, before any worker starts
     if on_error not in ("skip", "fail"):
@@ -179,7 +184,7 @@ def render_all(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             results = tqdm(results, total=len(files), desc="render", unit="img", file=sys.stderr)
         for path, (status, value) in zip(files, results):  # map keeps file order: deterministic
             if status == "ok":
-                images.append(value)
+                images.append({**value, "source": (sources or {}).get(path.name, value["source"])})
                 continue
             if on_error == "fail":
                 raise RawError(path, value)

@@ -1,8 +1,9 @@
-"""Seeded train/val/test split of image stems."""
+"""Seeded train/val/test split of image stems by source: every image of one source photo (or raw
+file) lands in the same subset, so no test photo has a tile or crop in training."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -41,8 +42,10 @@ def _counts(n: int, ratios: tuple[float, float, float]) -> list[int]:
 
 
 def make_split(stems: Iterable[str], ratios: Sequence[float] = (0.8, 0.05, 0.15),
-               seed: int = 0) -> dict[str, Any]:
-    """{"seed", "ratios", "train", "val", "test"}; depends only on the set of stems, ratios and seed."""
+               seed: int = 0, sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """{"seed", "ratios", "train", "val", "test", "sources"}: the ratios apply to sources (default: each
+    stem is its own source), whole sources are assigned; depends only on the set of (stem, source),
+    the ratios and the seed. "sources" lists each subset's sources."""
     values = check_ratios(ratios)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise CaispError(f"split.seed must be a non-negative integer, got {seed!r}")
@@ -50,14 +53,18 @@ def make_split(stems: Iterable[str], ratios: Sequence[float] = (0.8, 0.05, 0.15)
     if len(set(ordered)) != len(ordered):
         dups = sorted({s for s in ordered if ordered.count(s) > 1})
         raise CaispError(f"split: duplicate stems {dups}")
-    n = len(ordered)
+    source_of = {s: (sources or {}).get(s, s) for s in ordered}
+    groups = sorted(set(source_of.values()))
+    n = len(groups)
     if n < 3:
-        raise CaispError(f"split: need at least 3 images for train/val/test, got {n}")
+        raise CaispError(f"split: need at least 3 sources (photos or raw files) for train/val/test, got {n}")
     perm = np.random.default_rng(int(seed)).permutation(n)
-    shuffled = [ordered[i] for i in perm]
-    out: dict[str, Any] = {"seed": int(seed), "ratios": list(values)}
+    shuffled = [groups[i] for i in perm]
+    out: dict[str, Any] = {"seed": int(seed), "ratios": list(values), "sources": {}}
     start = 0
     for name, count in zip(NAMES, _counts(n, values)):
-        out[name] = sorted(shuffled[start:start + count])
+        chosen = set(shuffled[start:start + count])
+        out["sources"][name] = sorted(chosen)
+        out[name] = sorted(s for s in ordered if source_of[s] in chosen)
         start += count
     return out

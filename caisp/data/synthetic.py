@@ -14,6 +14,13 @@ Each step inverts what `rawpy.postprocess(use_camera_wb=True, no_auto_bright=Tru
 * white balance: AsShotNeutral n gives camera multipliers 1/n, normalised to min 1; data are scaled
   by (value - black) / (white - black) times those multipliers and clipped to [0, 1].
 
+On top of the exact inverse, a camera model (all seeded per photo): a lens (a Gaussian point-spread
+function of `blur` pixels applied to the scene in linear light, so that every detail spans several
+sensor pixels as in a real camera, where today's photos are pixel-sharp downscales), a sensor
+resolution (`scale` resamples the photo before the lens), one of several real cameras' colour
+matrices (so that a network cannot learn a single camera's colour), a random white balance,
+heteroscedastic shot/read noise and 14-bit quantisation with a black level.
+
 One LibRaw default cannot be inverted: `adjust_maximum_thr=0.75` replaces the white level by the
 image's largest value when that lies in (0.75, 1) of the range, brightening images (or tiles) with
 no clipped highlight; render with `adjust_maximum_thr=0` for an exact round trip of those.
@@ -21,6 +28,7 @@ no clipped highlight; render with `adjust_maximum_thr=0` for an exact round trip
 from __future__ import annotations
 
 import hashlib
+import math
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -34,13 +42,37 @@ SKIMAGE_PHOTOS: tuple[str, ...] = (
     "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
     "immunohistochemistry", "motorcycle_left", "motorcycle_right",
 )
+# The two views of scikit-image's stereo pair show one scene: one source, so never split apart.
+_SOURCE = {"motorcycle_left": "stereo_motorcycle", "motorcycle_right": "stereo_motorcycle"}
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# The Kodak Lossless True Color suite, vendored (see photos/README.md): lossless scans, unlike the
+# downscaled and partly JPEG-compressed scikit-image photos.
+KODAK_DIR = Path(__file__).parent / "photos" / "kodak24"
 
 # DNG CFAPattern colour indices (0 = R, 1 = G, 2 = B) for the 2x2 tile, row-major.
 _CFA = {"RGGB": (0, 1, 1, 2), "BGGR": (2, 1, 1, 0), "GRBG": (1, 0, 2, 1), "GBRG": (1, 2, 0, 1)}
 _ORIENTATIONS = (1, 3, 6, 8)
-# Nikon D700 XYZ->camera under D65 (Adobe DNG converter / dcraw table), x 1/10000.
-D700_XYZ_TO_CAM = np.array([[8139, -2171, -663], [-8747, 16541, 2295], [-1925, 2008, 8093]]) / 10000
+# XYZ->camera matrices under D65 of real cameras (dcraw's adobe_coeff table, from Adobe's DNG
+# converter), x 1/10000. The Nikon D700 is FiveK's camera. The Canon 550D of ../shared/raw-samples is
+# deliberately absent: it is kept for testing `caisp develop` on a camera the ISP never saw.
+CAMERAS: dict[str, tuple[int, ...]] = {
+    "Nikon D700": (8139, -2171, -663, -8747, 16541, 2295, -1925, 2008, 8093),
+    "Nikon D90": (7309, -1403, -519, -8474, 16008, 2622, -2434, 2826, 8064),
+    "Canon EOS 5D Mark II": (4716, 603, -830, -7798, 15474, 2480, -1496, 1937, 6651),
+    "Canon EOS 40D": (6071, -747, -856, -7653, 15365, 2441, -2025, 2553, 7315),
+    "Sony NEX-5N": (5991, -1456, -455, -4764, 12135, 2980, -707, 1425, 6701),
+    "Olympus E-M5": (8380, -2630, -639, -2887, 10725, 2496, -627, 1427, 5438),
+    "Pentax K-5": (8713, -2833, -743, -4342, 11900, 2772, -722, 1543, 6247),
+}
+
+
+def xyz_to_cam(camera: str) -> np.ndarray:
+    if camera not in CAMERAS:
+        raise CaispError(f"unknown camera {camera!r} (known: {', '.join(CAMERAS)})")
+    return np.array(CAMERAS[camera], dtype=np.float64).reshape(3, 3) / 10000
+
+
+D700_XYZ_TO_CAM = xyz_to_cam("Nikon D700")
 # LibRaw's xyz_rgb (linear sRGB D65 -> XYZ), copied so our inverse matches its forward exactly.
 _XYZ_FROM_SRGB = np.array([[0.4124564, 0.3575761, 0.1804375],
                            [0.2126729, 0.7151522, 0.0721750],
@@ -76,7 +108,7 @@ def libraw_curve_inverse(encoded: np.ndarray) -> np.ndarray:
 
 def camera_from_srgb(xyz_to_cam: np.ndarray = D700_XYZ_TO_CAM) -> np.ndarray:
     """Linear sRGB -> white-balanced camera RGB, the inverse of the rgb_cam LibRaw renders with."""
-    cam_rgb = xyz_to_cam @ _XYZ_FROM_SRGB
+    cam_rgb = np.asarray(xyz_to_cam, dtype=np.float64) @ _XYZ_FROM_SRGB
     return cam_rgb / cam_rgb.sum(axis=1, keepdims=True)
 
 
@@ -90,6 +122,16 @@ def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """White-balance and noise generators; separate streams, so noise on/off keeps the same gains."""
     wb, noise = np.random.SeedSequence(int(seed)).spawn(2)
     return np.random.default_rng(wb), np.random.default_rng(noise)
+
+
+def draw_camera(seed: int, cameras: list[str] | tuple[str, ...]) -> str:
+    """The seeded camera of one photo (its own stream, so adding cameras leaves WB and noise alone)."""
+    if not cameras:
+        raise CaispError("cameras must name at least one camera")
+    for c in cameras:
+        xyz_to_cam(c)
+    stream = np.random.SeedSequence([int(seed), 0xCA3E]).generate_state(1)[0]
+    return cameras[int(stream) % len(cameras)]
 
 
 def draw_wb_gains(seed: int) -> tuple[float, float, float]:
@@ -144,6 +186,21 @@ def _user_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
     return [(p.stem, _read_photo(p)) for p in files]
 
 
+def kodak_photos() -> list[tuple[str, np.ndarray]]:
+    """The vendored Kodak suite, checked against its SHA256SUMS (a damaged file is refused by name)."""
+    sums = KODAK_DIR / "SHA256SUMS"
+    if not sums.is_file():
+        raise CaispError(f"{sums} missing: the vendored Kodak photos are incomplete")
+    out = []
+    for line in sums.read_text().splitlines():
+        digest, name = line.split()
+        path = KODAK_DIR / name.lstrip("*")
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise CaispError(f"{path}: missing or not the vendored Kodak photo (sha256 mismatch)")
+        out.append((path.stem, _read_photo(path)))
+    return out
+
+
 def _tiles(name: str, img: np.ndarray, tile: int) -> list[tuple[str, np.ndarray]]:
     h, w = img.shape[:2]
     if tile <= 0 or h < tile or w < tile:
@@ -152,21 +209,27 @@ def _tiles(name: str, img: np.ndarray, tile: int) -> list[tuple[str, np.ndarray]
             for i in range(h // tile) for j in range(w // tile)]
 
 
-def load_photos(extra_dir: Path | None = None, tile: int = 0) -> list[tuple[str, np.ndarray]]:
-    """(name, uint8 HxWx3) for the scikit-image photos plus any in `extra_dir`, optionally tiled."""
+def load_photos(extra_dir: Path | None = None, tile: int = 0,
+                kodak: bool = True) -> list[tuple[str, str, np.ndarray]]:
+    """(name, source photo, uint8 HxWx3) for the scikit-image photos, the Kodak suite (`kodak`) and
+    any in `extra_dir`, optionally cut into tiles: every tile keeps the name of its source photo,
+    so that the split can keep each photo's tiles together."""
     _check_int("tile", tile, 0)
     photos = [(n, _skimage_photo(n)) for n in SKIMAGE_PHOTOS]
+    if kodak:
+        photos += kodak_photos()
     if extra_dir is not None:
         taken = {n for n, _ in photos}
         for name, img in _user_photos(Path(extra_dir)):
             if name in taken:  # two files with one stem would overwrite each other's DNG
                 raise CaispError(f"photo name {name!r} in {extra_dir} is used twice (or clashes "
-                                 f"with a scikit-image photo); rename the file")
+                                 f"with a built-in photo); rename the file")
             taken.add(name)
             photos.append((name, img))
-    out: list[tuple[str, np.ndarray]] = []
+    out: list[tuple[str, str, np.ndarray]] = []
     for name, img in photos:
-        out.extend(_tiles(name, np.ascontiguousarray(img[..., :3], dtype=np.uint8), tile))
+        for tname, part in _tiles(name, np.ascontiguousarray(img[..., :3], dtype=np.uint8), tile):
+            out.append((tname, _SOURCE.get(name, name), part))
     return out
 
 
@@ -189,7 +252,7 @@ def _mosaic(raw_rgb: np.ndarray, cfa: str) -> np.ndarray:
 
 
 def _dng_bytes(mosaic: np.ndarray, *, cfa: str, neutral: tuple[float, ...], black: int, white: int,
-               orientation: int) -> bytes:
+               orientation: int, camera: str) -> bytes:
     from pidng.core import RAW2DNG
     from pidng.defs import CalibrationIlluminant, PhotometricInterpretation
     from pidng.dng import DNGTags, Tag
@@ -208,12 +271,12 @@ def _dng_bytes(mosaic: np.ndarray, *, cfa: str, neutral: tuple[float, ...], blac
     t.set(Tag.CFAPattern, list(_CFA[cfa]))
     t.set(Tag.BlackLevel, black)
     t.set(Tag.WhiteLevel, white)
-    t.set(Tag.ColorMatrix1, [_rational(v, "ColorMatrix1", signed=True) for v in D700_XYZ_TO_CAM.ravel()])
+    t.set(Tag.ColorMatrix1, [_rational(v, "ColorMatrix1", signed=True) for v in xyz_to_cam(camera).ravel()])
     t.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
     t.set(Tag.AsShotNeutral, [_rational(v, "as_shot_neutral") for v in neutral])
     t.set(Tag.Make, "caisp")
-    t.set(Tag.Model, "synthetic D700")
-    t.set(Tag.UniqueCameraModel, "caisp synthetic D700")
+    t.set(Tag.Model, f"synthetic {camera}")
+    t.set(Tag.UniqueCameraModel, f"caisp synthetic {camera}")
     writer = RAW2DNG()
     writer.options(t, path="", compress=False)
     # An empty filename makes pidng return the bytes instead of writing (and appending ".dng").
@@ -224,10 +287,14 @@ def write_dng(path: str | Path, rgb: np.ndarray, *, cfa: str = "RGGB", seed: int
               wb_gains: tuple[float, float, float] | None = None,
               as_shot_neutral: tuple[float, float, float] | None = None, bits: int = 14,
               black_level: int = 600, orientation: int = 1, shot_noise: float = 4e-4,
-              read_noise: float = 2e-3) -> Path:
+              read_noise: float = 2e-3, camera: str = "Nikon D700", blur: float = 0.0,
+              scale: float = 1.0) -> Path:
     """Unprocess one uint8 sRGB photo into a DNG at `path` (written atomically); returns the path.
 
-    Noise is heteroscedastic Gaussian on the [0, 1] raw signal x: variance shot_noise * x + read_noise**2.
+    The photo is resampled by `scale` (the sensor's pixels per photo pixel) and blurred by a Gaussian
+    lens PSF of `blur` sensor pixels (sigma) in linear light, then seen through `camera`'s colour
+    matrix. Noise is heteroscedastic Gaussian on the [0, 1] raw signal x: variance
+    shot_noise * x + read_noise**2.
     """
     _check_cfa(cfa)
     _check_int("bits", bits, 10, 16)
@@ -236,6 +303,17 @@ def write_dng(path: str | Path, rgb: np.ndarray, *, cfa: str = "RGGB", seed: int
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise CaispError(f"rgb for {path} must be uint8 HxWx3, got {rgb.dtype} {rgb.shape}")
+    if not (math.isfinite(blur) and 0 <= blur <= 20):
+        raise CaispError(f"blur={blur!r} must be a lens PSF sigma in 0..20 pixels")
+    if not (math.isfinite(scale) and 0.1 <= scale <= 8):
+        raise CaispError(f"scale={scale!r} must be in 0.1..8")
+    xyz_cam = xyz_to_cam(camera)
+    if scale != 1:
+        from PIL import Image
+
+        h, w = rgb.shape[:2]
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.LANCZOS))
     rgb = rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2]  # Bayer tiles need even sides
     if min(rgb.shape[:2]) < LIBRAW_MIN_SIZE:
         raise CaispError(f"photo for {path} is {rgb.shape[1]}x{rgb.shape[0]}; LibRaw needs at least "
@@ -260,7 +338,12 @@ def write_dng(path: str | Path, rgb: np.ndarray, *, cfa: str = "RGGB", seed: int
     # LibRaw's adjust_maximum (see module docstring) leaves the white level alone.
     encoded[rgb == 255] = 1.0
     linear = libraw_curve_inverse(encoded)
-    cam = linear @ camera_from_srgb().T
+    if blur > 0:
+        from scipy.ndimage import gaussian_filter
+
+        # Optics blur the scene's light, so in linear units; clipped highlights spread like light does.
+        linear = gaussian_filter(linear, sigma=(blur, blur, 0), mode="reflect", truncate=3.0)
+    cam = linear @ camera_from_srgb(xyz_cam).T
     raw = _mosaic(cam / (gains / gains.min()), cfa)  # LibRaw multiplies by gains normalised to min 1
     if noise:
         var = shot_noise * np.clip(raw, 0, None) + read_noise**2
@@ -268,7 +351,8 @@ def write_dng(path: str | Path, rgb: np.ndarray, *, cfa: str = "RGGB", seed: int
     # Values below black are kept (as real sensors record them); LibRaw clips after subtracting.
     dn = np.clip(np.round(black_level + raw * (white - black_level)), 0, white).astype(np.uint16)
 
-    data = _dng_bytes(dn, cfa=cfa, neutral=neutral, black=black_level, white=white, orientation=orientation)
+    data = _dng_bytes(dn, cfa=cfa, neutral=neutral, black=black_level, white=white, orientation=orientation,
+                      camera=camera)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
@@ -280,20 +364,33 @@ def _write_one(job: tuple) -> Path:
 
 
 def synthesize(out_dir: Path, *, cfa: str = "RGGB", seed: int = 0, noise: bool = True, tile: int = 0,
-               extra_dir: Path | None = None, bits: int = 14, workers: int = 1) -> list[Path]:
-    """Write `<name>.dng` into `out_dir` for every photo; returns the paths, sorted."""
+               extra_dir: Path | None = None, bits: int = 14, workers: int = 1, kodak: bool = True,
+               cameras: list[str] | tuple[str, ...] = ("Nikon D700",), blur: float = 0.0,
+               scale: float = 1.0, noise_scale: float = 1.0) -> list[dict]:
+    """Write `<name>.dng` into `out_dir` for every photo (or tile); returns, sorted by file name,
+    {"path", "name", "source", "camera"}: `source` is the photo a tile came from."""
     _check_cfa(cfa)
     _check_int("bits", bits, 10, 16)
     _check_int("tile", tile, 0)
     _check_int("seed", seed, 0)
     _check_int("workers", workers, 1)
+    if not (math.isfinite(noise_scale) and noise_scale >= 0):
+        raise CaispError(f"noise_scale={noise_scale!r} must be >= 0")
     out_dir = Path(out_dir)
-    jobs = [(out_dir / f"{name}.dng", img,
-             dict(cfa=cfa, seed=image_seed(seed, name), noise=noise, bits=bits))
-            for name, img in load_photos(extra_dir, tile)]
+    entries, jobs = [], []
+    for name, source, img in load_photos(extra_dir, tile, kodak=kodak):
+        # One camera per source photo: all tiles of a photo come from the same camera.
+        camera = draw_camera(image_seed(seed, source), cameras)
+        kw = dict(cfa=cfa, seed=image_seed(seed, name), noise=noise and noise_scale > 0, bits=bits,
+                  camera=camera, blur=blur, scale=scale,
+                  shot_noise=4e-4 * noise_scale**2, read_noise=2e-3 * noise_scale)
+        path = out_dir / f"{name}.dng"
+        jobs.append((path, img, kw))
+        entries.append({"path": path, "name": path.name, "source": source, "camera": camera})
     if workers == 1:
-        paths = [_write_one(j) for j in jobs]
+        for j in jobs:
+            _write_one(j)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            paths = list(pool.map(_write_one, jobs, chunksize=4))
-    return sorted(paths)
+            list(pool.map(_write_one, jobs, chunksize=2))
+    return sorted(entries, key=lambda e: e["name"])
