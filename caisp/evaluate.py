@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from caisp import metrics
-from caisp.bjontegaard import bd_psnr, bd_rate
 
 Codec = tuple[Callable[..., bytes], Callable[[bytes], np.ndarray]]
-ISP_COLUMNS = ["model", "stem", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt", "psnr_gt"]
+ISP_COLUMNS = ["model", "seed", "stem", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt", "psnr_gt"]
 
 
 def _codec() -> Codec:
@@ -34,8 +33,13 @@ def _t(img: np.ndarray, device: str | torch.device) -> torch.Tensor:
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray, device: str | torch.device = "cpu") -> float:
-    """PSNR (dB, data range 255) of two uint8 HxWx3 images; inf when identical."""
-    return float(metrics.psnr(_t(a, device), _t(b, device), data_range=255.0)[0])
+    """PSNR (dB, data range 255) of two uint8 HxWx3 images; inf when identical. The squared error is
+    summed in exact integers (fast on any device, and independent of summation order)."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr_u8: shapes differ, {a.shape} and {b.shape}")
+    d = a.astype(np.int32) - b.astype(np.int32)
+    sse = int(np.dot(d.ravel().astype(np.int64), d.ravel().astype(np.int64)))
+    return metrics.mse_to_psnr(sse / d.size, 255.0)
 
 
 def ssim_u8(a: np.ndarray, b: np.ndarray, device: str | torch.device = "cpu") -> float:
@@ -138,29 +142,33 @@ def _jpeg_file(jpeg_root: Path | None, qf: int, stem: str) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def evaluate_isps(models: dict[str, nn.Module], dataset: Sequence[dict], *, qfs: Sequence[int],
-                  train_qf: int, subsampling: str = "4:2:0", device: str | torch.device = "cpu",
-                  tile: int | None = None, overlap: int = 32, jpeg_root: Path | None = None,
-                  ssim_all_qfs: bool = False) -> pd.DataFrame:
-    """One row per (model, stem, qf) over the QF sweep (train_qf always included). Each model runs
-    once per image; the ground truth JPEG is encoded once per (image, qf) and shared by all models.
-    `jpeg_root` (data/jpeg) supplies the encode stage's files where present. SSIM is computed at
-    train_qf always, elsewhere (NaN) only if `ssim_all_qfs`: it costs ~100x a JPEG round trip on CPU."""
+def evaluate_isps(models: Mapping[str | tuple[str, int], nn.Module], dataset: Sequence[dict], *,
+                  qfs: Sequence[int], train_qf: int | Sequence[int], subsampling: str = "4:2:0",
+                  device: str | torch.device = "cpu", tile: int | None = None, overlap: int = 32,
+                  jpeg_root: Path | None = None, ssim_all_qfs: bool = False) -> pd.DataFrame:
+    """One row per (model, seed, stem, qf) over the QF sweep (the train_qf(s) always included).
+    `models` maps a label, or a (label, seed) pair for one seed of a configuration (seed -1 when
+    there is none), to its network. Each model runs once per image; the ground truth JPEG is encoded
+    once per (image, qf) and shared by all models. `jpeg_root` (data/jpeg) supplies the encode
+    stage's files where present. SSIM is computed at the train_qf(s) always, elsewhere (NaN) only if
+    `ssim_all_qfs`: it costs ~100x a JPEG round trip on CPU."""
     codec = _codec()
-    sweep = sorted(set(int(q) for q in qfs) | {int(train_qf)})
+    ssim_qfs = {int(train_qf)} if isinstance(train_qf, (int, np.integer)) else {int(q) for q in train_qf}
+    sweep = sorted(set(int(q) for q in qfs) | ssim_qfs)
     rows: list[dict[str, Any]] = []
     for i in range(len(dataset)):
         item = dataset[i]
         stem, target = item["stem"], to_uint8(item["srgb"])
         gts = {q: _gt_jpeg(target, q, subsampling, codec, _jpeg_file(jpeg_root, q, stem), device)
                for q in sweep}
-        for label, model in models.items():
+        for key, model in models.items():
+            label, seed = key if isinstance(key, tuple) else (key, -1)
             pred = to_uint8(run_model(model, item["raw"], device=device, tile=tile, overlap=overlap))
             raw_psnr = psnr_u8(pred, target, device)
             for q in sweep:
                 s = _score(pred, target, gts[q], qf=q, subsampling=subsampling, codec=codec,
-                           psnr_raw=raw_psnr, with_ssim=ssim_all_qfs or q == train_qf, device=device)
-                rows.append({"model": label, "stem": stem, "qf": q, **s})
+                           psnr_raw=raw_psnr, with_ssim=ssim_all_qfs or q in ssim_qfs, device=device)
+                rows.append({"model": label, "seed": int(seed), "stem": stem, "qf": q, **s})
     return pd.DataFrame(rows, columns=ISP_COLUMNS)
 
 
@@ -194,71 +202,6 @@ def rd_points(df: pd.DataFrame) -> pd.DataFrame:
     gt = (clean.drop_duplicates(["stem", "qf"]).groupby("qf", as_index=False)[["bpp_gt", "psnr_gt"]].mean()
           .rename(columns={"bpp_gt": "bpp", "psnr_gt": "psnr"}).assign(model="ground_truth"))
     return pd.concat([models[cols], gt[cols]], ignore_index=True).sort_values(["model", "qf"], ignore_index=True)
-
-
-def _bd(rd: pd.DataFrame, ref: str, test: str) -> tuple[float | None, float | None]:
-    a, b = rd[rd.model == ref].dropna(), rd[rd.model == test].dropna()
-    out = []
-    for fn in (bd_psnr, bd_rate):  # each on its own: BD-rate needs PSNR rising with rate, BD-PSNR not
-        try:
-            out.append(_f(fn(a.bpp, a.psnr, b.bpp, b.psnr)))
-        except ValueError:
-            out.append(None)
-    return out[0], out[1]
-
-
-def _paired(d: np.ndarray) -> dict[str, Any]:
-    """Per-image PSNR differences: n, images improved, mean, std, paired t-test and Wilcoxon p."""
-    from scipy import stats
-
-    d = d[~np.isnan(d)]
-    out: dict[str, Any] = {"n": int(d.size), "improved": int((d > 0).sum()), "mean": None, "std": None,
-                           "t": None, "p_ttest": None, "p_wilcoxon": None}
-    # An identical image pair gives inf dB: it counts as improved but stays out of the moments.
-    d = d[np.isfinite(d)]
-    if d.size:
-        out["mean"] = _f(d.mean())
-        out["std"] = _f(d.std(ddof=1)) if d.size > 1 else None
-    if d.size > 1 and np.ptp(d) > 0:
-        t = stats.ttest_1samp(d, 0.0)
-        out["t"], out["p_ttest"] = _f(t.statistic), _f(t.pvalue)
-    if d.size > 1 and np.any(d != 0):
-        try:
-            out["p_wilcoxon"] = _f(stats.wilcoxon(d).pvalue)
-        except ValueError:
-            pass
-    return out
-
-
-def summarize(df: pd.DataFrame, *, train_qf: int, aware_label: str = "aware",
-              agnostic_label: str = "agnostic") -> dict[str, Any]:
-    """JSON-able summary at eval qf == train_qf (per-model means, aware - agnostic deltas, paired
-    per-image statistics) and BD-PSNR / BD-rate of aware vs agnostic over the whole QF sweep."""
-    at = df[df.qf == train_qf]
-    models = {str(m): {"psnr": _finite_mean(g.psnr), "ssim": _finite_mean(g.ssim), "bpp": _finite_mean(g.bpp),
-                       "psnr_y": _finite_mean(g.psnr_y), "psnr_raw": _finite_mean(g.psnr_raw),
-                       "n": int(len(g))}
-              for m, g in at.groupby("model", sort=False)}
-    gt_rows = at.drop_duplicates("stem")
-    out: dict[str, Any] = {
-        "train_qf": int(train_qf), "aware": aware_label, "agnostic": agnostic_label,
-        "n_images": int(gt_rows.stem.nunique()),
-        "models": models,
-        "ground_truth": {"psnr": _finite_mean(gt_rows.psnr_gt), "bpp": _finite_mean(gt_rows.bpp_gt)},
-        "d_psnr": None, "d_ssim": None, "d_bpp": None, "d_psnr_y": None, "d_psnr_raw": None,
-        "paired": _paired(np.array([])), "bd_psnr": None, "bd_rate": None,
-        "qfs": sorted(int(q) for q in df.qf.unique()),
-    }
-    if aware_label in models and agnostic_label in models:
-        aw, ag = models[aware_label], models[agnostic_label]
-        for k in ("psnr", "ssim", "bpp", "psnr_y", "psnr_raw"):
-            out[f"d_{k}"] = None if aw[k] is None or ag[k] is None else aw[k] - ag[k]
-        pair = (at[at.model == agnostic_label][["stem", "psnr"]]
-                .merge(at[at.model == aware_label][["stem", "psnr"]], on="stem", suffixes=("_ag", "_aw")))
-        d = (pair.psnr_aw - pair.psnr_ag).to_numpy(dtype=float)
-        out["paired"] = _paired(d)
-        out["bd_psnr"], out["bd_rate"] = _bd(rd_points(df), agnostic_label, aware_label)
-    return out
 
 
 # --- CAS fidelity (Table 1) --------------------------------------------------------------------

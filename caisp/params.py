@@ -25,12 +25,23 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict:
     return {"range": (lo, hi)}
 
 
+def _all_cameras() -> list[str]:
+    from caisp.data.synthetic import CAMERAS
+
+    return list(CAMERAS)
+
+
 @dataclass
 class SyntheticParams:
     cfa: CFA = "RGGB"
     noise: bool = True
+    noise_scale: float = field(default=0.3, metadata=_range(0, 10))
+    blur: float = field(default=2.0, metadata=_range(0, 20))
+    scale: float = field(default=1.0, metadata=_range(0.1, 8))
+    cameras: list[str] = field(default_factory=_all_cameras)
+    kodak: bool = True
     bits: int = field(default=14, metadata=_range(10, 16))
-    tile: int = field(default=256, metadata=_range(0))
+    tile: int = field(default=0, metadata=_range(0))
     extra_photos: Optional[Path] = field(default=None, metadata={"exists": True})
 
 
@@ -79,7 +90,8 @@ class SplitParams:
 @dataclass
 class ModelParams:
     base_width: int = field(default=12, metadata=_range(1, 256))
-    input_norm: Literal["wb", "none"] = "wb"
+    input_norm: Literal["camera", "wb", "none"] = "camera"
+    tone_prior: bool = True
 
 
 @dataclass
@@ -92,39 +104,44 @@ class TrainParams:
     lr_decay: Literal["cosine", "none"] = "cosine"
     grad_clip: Optional[float] = field(default=1.0, metadata=_range(1e-6))
     warmup_steps: int = field(default=200, metadata=_range(0))
+    threads: int = field(default=2, metadata=_range(1, 1024))
+    deterministic: bool = True
 
 
 @dataclass
 class CasParams:
-    variants: list[str] = field(default_factory=lambda: list(CAS_VARIANTS))
-    unfrozen: list[str] = field(default_factory=lambda: ["unet", "acn"])
+    variants: list[str] = field(default_factory=lambda: ["unet", "acn", "djs"])
+    unfrozen: list[str] = field(default_factory=lambda: ["unet"])
     residual: bool = True
     djs_terms: int = field(default=9, metadata=_range(0, 100))
-    steps: int = field(default=1200, metadata=_range(1))
-    acn_steps: int = field(default=3000, metadata=_range(1))
+    steps: int = field(default=1000, metadata=_range(1))
+    acn_steps: int = field(default=2000, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr: float = field(default=1e-3, metadata=_range(0, 1))
 
 
 @dataclass
 class IspParams:
-    steps: int = field(default=1500, metadata=_range(1))
+    steps: int = field(default=800, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr: float = field(default=2e-3, metadata=_range(0, 1))
 
 
 @dataclass
 class FinetuneParams:
-    steps: int = field(default=120, metadata=_range(1))
+    steps: int = field(default=100, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr_scale: float = field(default=0.1, metadata=_range(0, 1))
+    grad_clip: Optional[float] = field(default=None, metadata=_range(1e-6))
 
 
 @dataclass
 class EvaluateParams:
-    sweep_qfs: list[int] = field(default_factory=lambda: list(range(80, 97, 2)))
-    tile: int = field(default=512, metadata=_range(64))
+    sweep_qfs: list[int] = field(default_factory=lambda: [80, 84, 88, 92, 96])
+    tile: int = field(default=1024, metadata=_range(64))
     overlap: int = field(default=32, metadata=_range(0))
+    bootstrap: int = field(default=4000, metadata=_range(100, 1_000_000))
+    bd_min_overlap: float = field(default=0.5, metadata=_range(0))
 
 
 @dataclass
@@ -132,7 +149,8 @@ class Params:
     lambda_isp: float = field(default=0.1, metadata=_range(0))
     lambda_comp: float = field(default=1.0, metadata=_range(0))
     qfs: list[int] = field(default_factory=lambda: [80, 90])
-    seed: int = field(default=0, metadata=_range(0))
+    seed: int = field(default=0, metadata=_range(0, 2**32 - 1))  # numpy's legacy seeding limit
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=_range(0, 2**32 - 1))
     data: DataParams = field(default_factory=DataParams)
     render: RenderParams = field(default_factory=RenderParams)
     encode: EncodeParams = field(default_factory=EncodeParams)
@@ -146,6 +164,7 @@ class Params:
 
     def __post_init__(self) -> None:
         _check_cross_field(self)
+        _check_experiment(self)
 
 
 def _fail(key: str, msg: str) -> typing.NoReturn:
@@ -232,13 +251,19 @@ def _check_cross_field(p: Params) -> None:
                 _fail(key, f"quality factor {qf} is outside 1..100")
         if len(set(qfs)) != len(qfs):
             _fail(key, f"repeats a quality factor: {qfs}")
+    if not p.cas.variants:  # the finetune/evaluate matrices would be empty: nothing to compare
+        _fail("cas.variants", "must list at least one CAS variant")
     for key, names in (("cas.variants", p.cas.variants), ("cas.unfrozen", p.cas.unfrozen)):
         for name in names:
             if name not in CAS_VARIANTS:
                 _fail(key, f"unknown CAS variant {name!r} (known: {', '.join(CAS_VARIANTS)})")
+        if len(set(names)) != len(names):  # DVC would build two stages of one name
+            _fail(key, f"repeats a CAS variant: {names}")
     for name in p.cas.unfrozen:
         if name in ("djs", "kornia"):
             _fail("cas.unfrozen", f"{name!r} has no parameters to update")
+        if name not in p.cas.variants:  # its CAS is only trained for a variant in cas.variants
+            _fail("cas.unfrozen", f"{name!r} is not in cas.variants {p.cas.variants}")
     r = p.split.ratios
     if len(r) != 3 or any((not math.isfinite(x)) or x < 0 for x in r) or abs(sum(r) - 1) > 1e-6:
         _fail("split.ratios", f"must be three non-negative numbers summing to 1, got {r}")
@@ -250,6 +275,22 @@ def _check_cross_field(p: Params) -> None:
         _fail("lambda_comp", "lambda_isp and lambda_comp are both 0: nothing to train")
     if p.data.source == "folder" and p.data.folder.path is None:
         _fail("data.folder.path", "must name a folder of raw files when data.source is 'folder'")
+
+
+def _check_experiment(p: Params) -> None:
+    """The synthetic camera and the seeds of the evidence (split by source, seeded fine-tuning)."""
+    from caisp.data.synthetic import CAMERAS
+
+    cams = p.data.synthetic.cameras
+    if not cams:
+        _fail("data.synthetic.cameras", "must name at least one camera")
+    for i, c in enumerate(cams):
+        if c not in CAMERAS:
+            _fail(f"data.synthetic.cameras[{i}]", f"unknown camera {c!r} (known: {', '.join(CAMERAS)})")
+    if not p.seeds:
+        _fail("seeds", "must list at least one fine-tuning seed")
+    if len(set(p.seeds)) != len(p.seeds):
+        _fail("seeds", f"repeats a seed: {p.seeds}")
 
 
 def _yaml12():

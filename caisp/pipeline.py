@@ -34,11 +34,22 @@ def cas_path(qf: int, variant: str) -> Path:
     return MODELS / "cas" / f"qf{qf}-{variant}.pt"
 
 
-def isp_path(kind: str, qf: int | None = None, variant: str | None = None) -> Path:
-    """kind: pretrained | agnostic | aware | aware-unfrozen."""
-    if kind in ("pretrained", "agnostic"):
-        return MODELS / "isp" / f"{kind}.pt"
-    return MODELS / "isp" / f"{kind}-qf{qf}-{variant}.pt"
+CONTROLS = ("agnostic", "identity")
+
+
+def isp_path(kind: str, qf: int | None = None, variant: str | None = None,
+             seed: int | None = None) -> Path:
+    """kind: pretrained | agnostic | identity (the controls) | aware | aware-unfrozen. Fine-tuned
+    models live in one folder per configuration, one file per seed: <folder>/seed<seed>.pt."""
+    if kind == "pretrained":
+        return MODELS / "isp" / "pretrained.pt"
+    folder = MODELS / "isp" / (f"control-{kind}" if kind in CONTROLS else f"{kind}-qf{qf}-{variant}")
+    return folder if seed is None else folder / f"seed{seed}.pt"
+
+
+def run_name(kind: str, qf: int | None = None, variant: str | None = None) -> str:
+    """The name of a fine-tuning configuration: its folder under models/isp, reports/train, reports/eval."""
+    return isp_path(kind, qf, variant).name
 
 
 # ---------------------------------------------------------------- data stages (issue: data pipeline)
@@ -56,9 +67,14 @@ def run_download(p: Params) -> None:
         from caisp.data.synthetic import synthesize
 
         s = p.data.synthetic
-        paths = synthesize(RAW, cfa=s.cfa, seed=p.seed, noise=s.noise, tile=s.tile,
-                           extra_dir=s.extra_photos, bits=s.bits, workers=p.render.workers)
-        download.write_manifest(RAW, "synthetic", download.file_manifest(paths))
+        entries = synthesize(RAW, cfa=s.cfa, seed=p.seed, noise=s.noise, tile=s.tile,
+                             extra_dir=s.extra_photos, bits=s.bits, workers=p.render.workers,
+                             kodak=s.kodak, cameras=s.cameras, blur=s.blur, scale=s.scale,
+                             noise_scale=s.noise_scale)
+        files = download.file_manifest([e["path"] for e in entries])
+        for f, e in zip(files, entries):  # the split keeps every tile of a photo in one subset
+            f.update(source=e["source"], camera=e["camera"])
+        download.write_manifest(RAW, "synthetic", files)
     elif src == "fivek":
         f = p.data.fivek
         files = download.download_fivek(f.list_url, RAW, workers=f.workers, retries=f.retries,
@@ -80,7 +96,11 @@ def run_render(p: Params) -> dict:
         shutil.rmtree(RENDERED)
     settings = RenderSettings(use_camera_wb=r.use_camera_wb, no_auto_bright=r.no_auto_bright,
                               demosaic=r.demosaic, extra={"adjust_maximum_thr": r.adjust_maximum_thr})
-    manifest = render_all(RAW, RENDERED, settings=settings, workers=r.workers, on_error=r.on_error)
+    raw_manifest = RAW / "manifest.json"
+    files = json.loads(raw_manifest.read_text())["files"] if raw_manifest.is_file() else []
+    sources = {f["name"]: f["source"] for f in files if "source" in f}
+    manifest = render_all(RAW, RENDERED, settings=settings, workers=r.workers, on_error=r.on_error,
+                          sources=sources)
     io.write_json(REPORTS / "data" / "render.json",
                   {"images": len(manifest["images"]), "skipped": len(manifest["skipped"])})
     return manifest
@@ -101,7 +121,8 @@ def run_encode(p: Params, qf: int) -> dict:
 def run_split(p: Params) -> dict:
     from caisp.data.split import make_split
 
-    stems = [im["stem"] for im in _manifest()["images"]]
+    images = _manifest()["images"]
+    stems = [im["stem"] for im in images]
     # Only images that have their real JPEG at every QF take part: evaluation needs c(y) for each.
     for qf in p.qfs:
         bpp = jpeg_dir(qf) / "bpp.csv"
@@ -109,7 +130,9 @@ def run_split(p: Params) -> dict:
             raise CaispError(f"{bpp} missing: run the encode stage for QF {qf} first")
         encoded = {line.split(",", 1)[0] for line in bpp.read_text().splitlines()[1:]}
         stems = [s for s in stems if s in encoded]
-    split = make_split(stems, ratios=tuple(p.split.ratios), seed=p.seed)
+    sources = {im["stem"]: im.get("source", im["stem"]) for im in images}
+    split = make_split(stems, ratios=tuple(p.split.ratios), seed=p.seed,
+                       sources={s: sources[s] for s in stems})
     io.write_json(SPLIT, split)
     return split
 
@@ -144,26 +167,32 @@ def _fingerprint(obj) -> str:
 
 
 def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, p: Params,
-         identity: dict) -> dict:
+         identity: list, seed: int | None = None, grad_clip: float | None | str = "train") -> dict:
     """Run the one training loop with resume state keyed by everything that defines the run, so an
-    interrupted stage resumes, while a stage rerun with other params starts fresh."""
+    interrupted stage resumes, while a stage rerun with other params starts fresh (and the states
+    of runs with other params are removed once this one completes)."""
     from caisp.train import TrainConfig, fit, is_main
 
-    state = STATES / f"{run}-{_fingerprint(identity)}.pt"
+    seed = p.seed if seed is None else seed
+    key = run.replace("/", "_")
+    state = STATES / f"{key}-{_fingerprint([identity, seed])}.pt"
     live = REPORTS / "train" / run
     if not state.exists() and live.exists():
         shutil.rmtree(live)  # a fresh run must not append to an older run's curves
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=p.seed,
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       num_workers=p.train.num_workers, ckpt_every=p.train.ckpt_every,
                       val_every=max(1, steps // 10), device=p.train.device, amp=p.train.amp,
-                      lr_decay=p.train.lr_decay, grad_clip=p.train.grad_clip,
+                      lr_decay=p.train.lr_decay,
+                      grad_clip=p.train.grad_clip if grad_clip == "train" else grad_clip,
                       warmup_steps=min(p.train.warmup_steps, steps // 4),
+                      threads=p.train.threads, deterministic=p.train.deterministic,
                       log_dir=live, state_path=state)
     result = fit(task, train, val, cfg)
     if not is_main():
         # Under torchrun the other ranks are done: rank 0 alone saves, evaluates and writes metrics.
         raise SystemExit(0)
-    state.unlink(missing_ok=True)
+    for stale in STATES.glob(f"{key}-*.pt"):
+        stale.unlink(missing_ok=True)
     return result
 
 
@@ -216,7 +245,8 @@ def run_train_cas(p: Params, qf: int, variant: str) -> dict:
 
 def _isp_config(p: Params, **extra) -> dict:
     cfas = Counter(im["cfa"] for im in _manifest()["images"])
-    return {"type": "isp_net", "kwargs": {"base_width": p.model.base_width}, "role": "isp",
+    return {"type": "isp_net", "kwargs": {"base_width": p.model.base_width, "tone_prior": p.model.tone_prior},
+            "role": "isp",
             "input_norm": p.model.input_norm, "cfa": cfas.most_common(1)[0][0],
             "subsampling": p.encode.subsampling, **extra}
 
@@ -239,57 +269,106 @@ def run_pretrain_isp(p: Params) -> dict:
     return result
 
 
-def run_finetune(p: Params, qf: int | None, variant: str | None, frozen: bool = True) -> dict:
-    """Fine-tune the pretrained ISP-Net with L_total and CAS g (frozen unless `frozen` is False).
-    `variant=None` is the agnostic control: the same fine-tuning with lambda_comp = 0."""
+def run_finetune(p: Params, qf: int | None = None, variant: str | None = None, frozen: bool = True,
+                 control: str | None = None) -> dict:
+    """Fine-tune the pretrained ISP-Net once per seed in `p.seeds`, with L_total and CAS g (frozen
+    unless `frozen` is False), or as a control (`control`, and no variant):
+
+    - "agnostic": lambda_isp * L_isp alone (lambda_comp = 0), the fair control;
+    - "identity": g = identity, so L_comp = |f(x) - y| with the aware run's weights and loss scale.
+
+    Seed s of every configuration sees the same crops in the same order, so that runs pair by seed."""
+    from torch import nn
+
     from caisp.checkpoint import load_model, save_model
     from caisp.losses import CompressionAwareTask
 
-    isp, base_config = load_model(isp_path("pretrained"))
-    lambda_comp = p.lambda_comp if variant else 0.0
-    cas = load_model(cas_path(qf, variant))[0] if variant else None
-    if variant:
-        kind = "aware" if frozen else "aware-unfrozen"
-        out, run = isp_path(kind, qf, variant), f"{kind}-qf{qf}-{variant}"
+    if control is not None:
+        if control not in CONTROLS:
+            raise CaispError(f"unknown control {control!r} (known: {', '.join(CONTROLS)})")
+        kind = control
     else:
-        out, run = isp_path("agnostic"), "agnostic"
-    config = {**base_config, "qf": qf, "cas": variant, "cas_frozen": frozen, "stage": "finetune",
-              "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
-    task = CompressionAwareTask(isp.train(), cas, lambda_isp=p.lambda_isp, lambda_comp=lambda_comp,
-                                freeze_cas=frozen)
-    train, val = _datasets(p, None)  # L_comp compares g(f(x)) with g(y): no real JPEG needed
+        kind = "aware" if frozen else "aware-unfrozen"
+    lambda_comp = 0.0 if kind == "agnostic" else p.lambda_comp
+    name = run_name(kind, qf, variant)
     f = p.finetune
-    result = _fit(task, train, val, run=run, steps=f.steps, batch_size=f.batch_size,
-                  lr=p.isp.lr * f.lr_scale, p=p, identity=[config, to_dict(f), to_dict(p.train), p.isp.lr])
-    save_model(out, isp, config)
-    return result
+    train, val = _datasets(p, None)  # L_comp compares g(f(x)) with g(y): no real JPEG needed
+    results = {}
+    for seed in p.seeds:
+        isp, base_config = load_model(isp_path("pretrained"))
+        if kind == "agnostic":
+            cas = None
+        elif kind == "identity":
+            cas = nn.Identity()
+        else:
+            cas = load_model(cas_path(qf, variant))[0]
+        config = {**base_config, "qf": qf, "cas": variant or control, "cas_frozen": frozen, "stage": "finetune",
+                  "kind": kind, "seed": seed, "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
+        task = CompressionAwareTask(isp.train(), cas, lambda_isp=p.lambda_isp, lambda_comp=lambda_comp,
+                                    freeze_cas=frozen)
+        results[seed] = _fit(task, train, val, run=f"{name}/seed{seed}", steps=f.steps,
+                             batch_size=f.batch_size, lr=p.isp.lr * f.lr_scale, p=p, seed=seed,
+                             grad_clip=f.grad_clip,
+                             identity=[config, to_dict(f), to_dict(p.train), p.isp.lr])
+        save_model(isp_path(kind, qf, variant, seed), isp, config)
+    return results
 
 
 # ---------------------------------------------------------------- evaluation and report
 
-def run_evaluate(p: Params, qf: int, variant: str, frozen: bool = True) -> dict:
-    """Real-JPEG evaluation of the aware ISP (trained with `variant` at `qf`) against the agnostic
-    control: PSNR(c(f(x)), c(y)), SSIM and BPP from the file bytes, over the QF sweep."""
-    from caisp.checkpoint import load_model
+def _test_set(p: Params, names: list[str] | None = None):
     from caisp.data.dataset import RawRGBDataset
-    from caisp.evaluate import evaluate_isps, rd_points, summarize
-    from caisp.train import resolve_device
 
-    kind = "aware" if frozen else "aware-unfrozen"
-    nets = {"agnostic": load_model(isp_path("agnostic"))[0],
-            "aware": load_model(isp_path(kind, qf, variant))[0]}
-    test = RawRGBDataset(RENDERED, _split()["test"], jpeg_dir=None, patch=None, train=False,
-                         input_norm=p.model.input_norm)
-    sweep = sorted(set(p.evaluate.sweep_qfs) | {qf})
-    df = evaluate_isps(nets, test, qfs=sweep, train_qf=qf, subsampling=p.encode.subsampling,
+    return RawRGBDataset(RENDERED, names if names is not None else _split()["test"], jpeg_dir=None,
+                         patch=None, train=False, input_norm=p.model.input_norm)
+
+
+def _evaluate_models(p: Params, nets: dict, out: Path, ssim_qfs: list[int]):
+    """Real-codec evaluation of `nets` ({(kind, seed): net}) on the whole test photos over the QF
+    sweep; writes out/per_image.csv and returns it."""
+    from caisp.evaluate import evaluate_isps
+    from caisp.train import resolve_device, set_determinism
+
+    set_determinism(p.train.threads, p.train.deterministic)
+    sweep = sorted(set(p.evaluate.sweep_qfs) | set(p.qfs))
+    df = evaluate_isps(nets, _test_set(p), qfs=sweep, train_qf=ssim_qfs, subsampling=p.encode.subsampling,
                        device=resolve_device(p.train.device), tile=p.evaluate.tile,
                        overlap=p.evaluate.overlap)
-    out = REPORTS / "eval" / f"{kind}-qf{qf}-{variant}"
+    source = {im["stem"]: im.get("source", im["stem"]) for im in _manifest()["images"]}
+    df.insert(df.columns.get_loc("stem") + 1, "source", df.stem.map(source))
     io.write_text(out / "per_image.csv", df.to_csv(index=False))
-    rd = rd_points(df)
-    for model, part in rd.groupby("model"):
-        io.write_text(out / f"rd_{model}.csv", part.to_csv(index=False))
-    summary = {"qf": qf, "variant": variant, "frozen": frozen, **summarize(df, train_qf=qf)}
+    return df
+
+
+def run_evaluate_controls(p: Params) -> None:
+    """The baselines every aware ISP is compared with, evaluated once: the pretrained ISP (the paper's
+    compression-agnostic ISP) and each seed of the two fine-tuned controls."""
+    from caisp.checkpoint import load_model
+
+    nets = {("pretrained", -1): load_model(isp_path("pretrained"))[0]}
+    for control in CONTROLS:
+        for seed in p.seeds:
+            nets[(control, seed)] = load_model(isp_path(control, seed=seed))[0]
+    _evaluate_models(p, nets, REPORTS / "eval" / "controls", ssim_qfs=list(p.qfs))
+
+
+def run_evaluate(p: Params, qf: int, variant: str, frozen: bool = True) -> dict:
+    """Evaluate the aware ISP of (qf, variant) for every seed, and compare it with each control
+    (paired by photo and seed, bootstrap intervals): reports/eval/<run>/summary.json."""
+    import pandas as pd
+
+    from caisp.checkpoint import load_model
+    from caisp.stats import compare_all
+
+    kind = "aware" if frozen else "aware-unfrozen"
+    name = run_name(kind, qf, variant)
+    nets = {(kind, seed): load_model(isp_path(kind, qf, variant, seed))[0] for seed in p.seeds}
+    out = REPORTS / "eval" / name
+    df = _evaluate_models(p, nets, out, ssim_qfs=[qf])  # SSIM costs ~25 JPEG round trips
+    controls = pd.read_csv(REPORTS / "eval" / "controls" / "per_image.csv")
+    summary = {"qf": qf, "variant": variant, "frozen": frozen, "seeds": list(p.seeds),
+               **compare_all(df, controls, aware=kind, qf=qf, n_boot=p.evaluate.bootstrap, seed=p.seed,
+                             bd_min_overlap=p.evaluate.bd_min_overlap)}
     io.write_json(out / "summary.json", summary)
     return summary
 
@@ -299,15 +378,15 @@ def _read_summaries(folder: Path) -> dict[str, dict]:
 
 
 def _figure4_examples(p: Params, qf: int, variant: str, n: int = 2) -> list[dict]:
-    """Run the agnostic and the aware ISP on the first test images for the visual comparison."""
+    """Run the fine-tuned control and the aware ISP (first seed each) on the first test photos."""
     from caisp.checkpoint import load_model
-    from caisp.data.dataset import RawRGBDataset
     from caisp.evaluate import isp_outputs, make_example
 
-    test = RawRGBDataset(RENDERED, _split()["test"][:n], patch=None, train=False,
-                         input_norm=p.model.input_norm)
+    test = _test_set(p, _split()["test"][:n])
+    seed = p.seeds[0]
     outs = {}
-    for label, path in (("agnostic", isp_path("agnostic")), ("aware", isp_path("aware", qf, variant))):
+    for label, path in (("agnostic", isp_path("agnostic", seed=seed)),
+                        ("aware", isp_path("aware", qf, variant, seed))):
         net = load_model(path)[0]
         outs[label] = list(isp_outputs(net, test, tile=p.evaluate.tile, overlap=p.evaluate.overlap))
     return [make_example(f"{stem} (QF {qf}, CAS {variant})", gt, pred_ag, aware[1], qf=qf,
@@ -315,31 +394,69 @@ def _figure4_examples(p: Params, qf: int, variant: str, n: int = 2) -> list[dict
             for (stem, pred_ag, gt), aware in zip(outs["agnostic"], outs["aware"])]
 
 
-def run_report(p: Params) -> Path:
-    """reports/report.md: the paper's Tables 1-3 and Figures 4-5 re-made from this run."""
+def _rd_curves(p: Params, qf: int):
+    """Figure 5's curves at QF `qf`: mean (BPP, PSNR(c(f(x)), y)) over photos and seeds per model."""
     import pandas as pd
 
-    from caisp.report import write_report
+    from caisp.evaluate import rd_points
+
+    frames = [pd.read_csv(REPORTS / "eval" / "controls" / "per_image.csv")]
+    for v in p.cas.variants:
+        df = pd.read_csv(REPORTS / "eval" / run_name("aware", qf, v) / "per_image.csv")
+        frames.append(df.assign(model=f"aware ({v})"))
+    return rd_points(pd.concat(frames, ignore_index=True))
+
+
+def _setup_text(p: Params) -> str:
+    split = _split()
+    src = split.get("sources", {})
+    return (f"Data: {len(split['train'])} training, {len(split['val'])} validation and {len(split['test'])} test "
+            f"images from {len(src.get('train', []))}/{len(src.get('val', []))}/{len(src.get('test', []))} "
+            f"source photos; test photos: {', '.join(src.get('test', split['test']))}. Fine-tuning seeds: "
+            f"{', '.join(map(str, p.seeds))}; ISP input: {p.model.input_norm}; "
+            f"source: {p.data.source}.")
+
+
+HEADLINE_START, HEADLINE_END = "<!-- headline:start (written by dvc repro) -->", "<!-- headline:end -->"
+
+
+def _update_readme_headline(text: str, readme: Path = Path("README.md")) -> None:
+    """The README's measured headline comes from this run, between its markers (never typed in)."""
+    if not readme.is_file():
+        return
+    body = readme.read_text()
+    if HEADLINE_START not in body or HEADLINE_END not in body:
+        return
+    head, rest = body.split(HEADLINE_START, 1)
+    _, tail = rest.split(HEADLINE_END, 1)
+    new = f"{head}{HEADLINE_START}\n{text}\n{HEADLINE_END}{tail}"
+    if new != body:
+        io.write_text(readme, new)
+
+
+def run_report(p: Params) -> Path:
+    """reports/report.md: the paper's Tables 1-3 and Figures 4-5 re-made from this run, with the
+    operating point, every control, seeds and intervals; the README's headline block."""
+    import pandas as pd
+
+    from caisp.report import headline, write_report
 
     qf = max(p.qfs)  # the paper's Figure 5 shows the ISPs trained at QF 90
     variant = "unet" if "unet" in p.cas.variants else p.cas.variants[0]
-    rd_parts = []
-    for v in p.cas.variants:
-        folder = REPORTS / "eval" / f"aware-qf{qf}-{v}"
-        aware = pd.read_csv(folder / "rd_aware.csv").assign(model=f"aware ({v})")
-        rd_parts.append(aware)
-    first = REPORTS / "eval" / f"aware-qf{qf}-{p.cas.variants[0]}"
-    rd_parts += [pd.read_csv(first / "rd_agnostic.csv"), pd.read_csv(first / "rd_ground_truth.csv")]
+    rd = _rd_curves(p, qf)
+    io.write_text(REPORTS / "rd_curves.csv", rd.to_csv(index=False))
     curves = {}
-    for run in sorted((REPORTS / "train").iterdir()):
-        tsv = run / "plots" / "metrics" / "val" / "psnr.tsv"
-        if tsv.exists():
-            curves[f"{run.name}: val PSNR"] = pd.read_csv(tsv, sep="\t").rename(columns={"psnr": "value"})
+    for tsv in sorted((REPORTS / "train").glob("**/plots/metrics/val/psnr.tsv")):
+        run = tsv.parents[3].relative_to(REPORTS / "train").as_posix()
+        if run.startswith(("isp-pretrain", "cas-")) or run.endswith("seed0") and "qf90-unet" in run:
+            curves[f"{run}: val PSNR"] = pd.read_csv(tsv, sep="\t").rename(columns={"psnr": "value"})
     ablation_csv = REPORTS / "ablation.csv"
     ablation = pd.read_csv(ablation_csv) if ablation_csv.exists() else None
     if ablation is not None and ablation.empty:
         ablation = None
-    return write_report(REPORTS, cas_tables=_read_summaries(REPORTS / "cas"),
-                        isp_summaries=_read_summaries(REPORTS / "eval"), ablation=ablation,
-                        rd=pd.concat(rd_parts, ignore_index=True), curves=curves,
-                        examples=_figure4_examples(p, qf, variant))
+    summaries = _read_summaries(REPORTS / "eval")
+    path = write_report(REPORTS, cas_tables=_read_summaries(REPORTS / "cas"), isp_summaries=summaries,
+                        ablation=ablation, rd=rd, curves=curves, examples=_figure4_examples(p, qf, variant),
+                        setup=_setup_text(p))
+    _update_readme_headline(headline(summaries) + "\n\n" + _setup_text(p))
+    return path

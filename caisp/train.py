@@ -57,6 +57,10 @@ class TrainConfig:
     state_path: Path | None = None  # training state for resume; keep it outside the DVC outs
     progress: bool = True
     val_batch_size: int = 1  # validation images may differ in size
+    # Same inputs, same numbers: a fixed intra-op thread count (a reduction split over another number
+    # of threads sums in another order) and deterministic kernels. None leaves torch's own settings.
+    threads: int | None = None
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -286,17 +290,31 @@ def fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Train
             cleanup_distributed()
 
 
+def set_determinism(threads: int | None, deterministic: bool) -> None:
+    """Fix torch's CPU thread count and ask for deterministic kernels (cuDNN/cuBLAS included)."""
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it must be set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
 def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
          dev: torch.device, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
     rank, world = get_rank(), get_world_size()
     main = rank == 0
+    set_determinism(cfg.threads, cfg.deterministic)
     _seed_all(cfg.seed + rank)  # ranks draw different crops / dropout masks
     cuda = dev.type == "cuda"
     amp = cfg.amp and cuda
     channels_last = cfg.channels_last and cuda
     if cuda:
         torch.cuda.set_device(dev)  # nccl collectives (all_gather_object) use the current device
-        torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off
+        # Fixed patch size: autotuning pays off, but it picks kernels by timing, run to run.
+        torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
@@ -372,10 +390,26 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
             _truncate_live(cfg.log_dir, step)
         live = Live(dir=str(cfg.log_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None)
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (main and cfg.progress), unit="step",
+    # A terminal gets tqdm's bar; a log (DVC, CI: stderr is a file or pipe) one plain line every
+    # `log_every` seconds and at the end, not a carriage-return redraw per step.
+    show = main and cfg.progress
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        tty = False
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (show and tty), unit="step",
                dynamic_ncols=True, file=sys.stderr)
+    log_every, log_loss, log_n, log_step = 10.0, 0.0, 0, step
     sums: dict[str, float] = defaultdict(float)
     n_sum, img_s, t_last = 0, 0.0, time.perf_counter()
+    t_log = t_last
+
+    def log_line() -> None:
+        nonlocal log_loss, log_n, log_step, t_log
+        print(f"train: step {step}/{cfg.steps}, loss {log_loss / max(log_n, 1):.4g}, "
+              f"{img_s:.1f} images/s", file=sys.stderr, flush=True)
+        log_loss, log_n, log_step, t_log = 0.0, 0, step, t_last
+
     data = batches(step)
     model.train()
     try:
@@ -412,6 +446,9 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
             t_last = now
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{img_s:.1f}", refresh=False)
+            log_loss, log_n = log_loss + values["loss"], log_n + 1
+            if show and not tty and now - t_log >= log_every:
+                log_line()
 
             if step % val_every == 0 or step == cfg.steps:
                 val_psnr = _validate(task, val_loader, dev, amp, channels_last)
@@ -436,6 +473,8 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                 on_step(step, values)
     finally:
         bar.close()
+        if show and not tty and step > log_step:  # the last line: where training stopped
+            log_line()
         if live is not None:
             live.end()
     if world > 1:

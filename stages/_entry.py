@@ -11,22 +11,34 @@ from caisp import CaispError
 from caisp.params import load_params
 
 
-def main(fn: Callable, *, matrix: tuple[str, ...] = ()) -> None:
+def main(fn: Callable, *, matrix: tuple[str, ...] = (), alternate: Callable | None = None) -> None:
     ap = argparse.ArgumentParser(description=fn.__doc__)
     ap.add_argument("--params", default="params.yaml")
+    # A stage that can also run a control needs --qf/--variant only for its aware runs.
+    needed = not ({"control", "controls"} & set(matrix))
     if "qf" in matrix:
-        ap.add_argument("--qf", type=int, required=True)
+        ap.add_argument("--qf", type=int, required=needed)
     if "variant" in matrix:
-        ap.add_argument("--variant", required=True)
+        ap.add_argument("--variant", required=needed)
     if "frozen" in matrix:
         ap.add_argument("--unfrozen", action="store_true", help="update the CAS during fine-tuning")
+    if "control" in matrix:
+        ap.add_argument("--control", default=None, help="fine-tune a control instead (agnostic | identity)")
+    if "controls" in matrix:
+        ap.add_argument("--controls", action="store_true", help="evaluate the controls instead")
     args = ap.parse_args()
     kwargs = {k: getattr(args, k) for k in ("qf", "variant") if k in matrix}
     if "frozen" in matrix:
         kwargs["frozen"] = not args.unfrozen
+    if getattr(args, "control", None):
+        kwargs = {"control": args.control}
+    if getattr(args, "controls", False):
+        fn, kwargs = alternate, {}
     t0 = time.time()
     try:
         params = load_params(args.params)
+        if {"qf", "variant"} & set(kwargs) and None in (kwargs.get("qf", 0), kwargs.get("variant", "")):
+            raise CaispError("give --qf and --variant (or --control / --controls)")
         fn(params, **kwargs)
     except CaispError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -58,6 +58,12 @@ def test_paper_params_file_is_valid():
     ("model.input_norm", "gray", "model.input_norm"),
     ("isp.lr", True, "isp.lr: must be a number"),
     ("data.source", "folder", "data.folder.path: must name a folder"),
+    ("seed", 2**32, "seed: 4294967296 is above the maximum 4294967295"),
+    ("seed", -1, "seed: -1 is below the minimum 0"),
+    ("cas.variants", [], "cas.variants: must list at least one CAS variant"),
+    ("cas.variants", ["unet", "unet"], "cas.variants: repeats a CAS variant"),
+    ("cas.variants", ["acn", "djs"], "cas.unfrozen: 'unet' is not in cas.variants"),
+    ("cas.unfrozen", ["unet", "unet"], "cas.unfrozen: repeats a CAS variant"),
 ])
 def test_bad_values_name_the_key(raw, key, value, message):
     bad = copy.deepcopy(raw)
@@ -93,3 +99,21 @@ def test_relative_paths_resolve_against_the_params_file(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "p.yaml").write_text("data:\n  synthetic:\n    extra_photos: photos\n")
     assert load_params(tmp_path / "p.yaml").data.synthetic.extra_photos == tmp_path / "photos"
+
+
+def test_params_show_refuses_what_a_stage_would_fail_on(tmp_path, raw, capsys):
+    """`caisp params --show` exits 2 with one line naming the key, before any stage runs."""
+    from caisp.cli import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({**raw, "seed": 2**32 - 1}))
+    assert main(["params", str(good), "--show"]) == 0
+    assert "seed: 4294967295" in capsys.readouterr().out
+    for key, change in (("seed", {"seed": 2**32}), ("cas.variants", {"cas": {**raw["cas"], "variants": []}}),
+                        ("cas.unfrozen", {"cas": {**raw["cas"], "variants": ["acn", "djs"]}})):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({**raw, **change}))
+        assert main(["params", str(bad), "--show"]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert captured.out == "" and len(err) == 1 and f"params: {key}:" in err[0]

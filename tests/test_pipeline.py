@@ -34,7 +34,7 @@ def clone(tmp_path_factory) -> tuple[Path, dict]:
         else:
             shutil.copy2(src, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["data"]["synthetic"]["tile"] = 0  # the 9 whole photos: enough for every stage here
+    params["data"]["synthetic"]["tile"] = 128  # tiles of one photo must stay in one subset
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1"}
@@ -54,6 +54,13 @@ def test_dvc_repro_split_from_a_fresh_clone(clone):
     split = json.loads((dst / "data/split.json").read_text())
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(Path(r).stem for r in raws)
     assert all(split[k] for k in ("train", "val", "test"))
+    # Split by source: no photo has a tile in two subsets, and the test set has >= 5 whole photos.
+    source = {im["stem"]: im["source"] for im in manifest["images"]}
+    subsets = {k: {source[s] for s in split[k]} for k in ("train", "val", "test")}
+    assert not (subsets["train"] & subsets["test"]) and not (subsets["train"] & subsets["val"])
+    assert not (subsets["val"] & subsets["test"])
+    assert len(subsets["test"]) >= 5 and subsets["test"] == set(split["sources"]["test"])
+    assert source["motorcycle_left_r0c0"] == source["motorcycle_right_r0c0"]  # one stereo scene
     status = _run(["dvc", "status", *[f"{s}" for s in ("download", "render", "encode@80", "encode@90", "split")]], dst, env)
     assert "changed" not in status and "modified" not in status, status
     # The QF 90 JPEGs cost more bits than the QF 80 ones: real files, real bytes.
@@ -69,7 +76,10 @@ def _tiny(dst: Path) -> None:
     params["cas"].update(variants=["unet", "djs"], unfrozen=["unet"], steps=3, acn_steps=3)
     params["isp"]["steps"] = 4
     params["finetune"]["steps"] = 2
+    params["seeds"] = [0, 1]
+    params["data"]["synthetic"].update(tile=0, kodak=False)  # 9 photos, 8 sources: every stage, fast
     params["evaluate"]["sweep_qfs"] = [86, 90, 94]
+    params["evaluate"]["bootstrap"] = 200
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # dvc.yaml's plots name the default variants; the tiny graph has fewer, which DVC tolerates.
 
@@ -80,12 +90,21 @@ def test_whole_pipeline_report_and_experiment(clone):
            "GIT_COMMITTER_EMAIL": "t@t"}
     _tiny(dst)
     _run(["dvc", "repro"], dst, env)
-    for kind in ("pretrained", "agnostic", "aware-qf90-unet", "aware-qf80-djs", "aware-unfrozen-qf90-unet"):
-        assert (dst / f"models/isp/{kind}.pt").stat().st_size > 0
+    assert (dst / "models/isp/pretrained.pt").stat().st_size > 0
+    for kind in ("control-agnostic", "control-identity", "aware-qf90-unet", "aware-qf80-djs",
+                 "aware-unfrozen-qf90-unet"):
+        for seed in (0, 1):
+            assert (dst / f"models/isp/{kind}/seed{seed}.pt").stat().st_size > 0
     summary = json.loads((dst / "reports/eval/aware-qf90-unet/summary.json").read_text())
-    assert {"agnostic", "aware"} <= set(summary["models"]) and summary["n_images"] >= 1
+    assert {"pretrained", "agnostic", "identity", "aware"} <= set(summary["models"])
+    assert set(summary["vs"]) == {"pretrained", "agnostic", "identity"}
+    assert summary["n_photos"] >= 1 and summary["n_seeds"] == 2
+    d = summary["vs"]["agnostic"]["d_psnr"]
+    assert d["lo"] <= d["mean"] <= d["hi"] and d["n_photos"] == summary["n_photos"]
     report = (dst / "reports/report.md").read_text()
-    assert "Table 1" in report and "44.69" in report and "Table 2" in report
+    for text in ("Table 1", "44.69", "Table 2", "Operating point", "identity-g control", "compression-specific",
+                 "Per test photo", "PSNR(c(f(x)), c(y))"):
+        assert text in report, text
     assert (dst / "reports/figures/rd_curve.png").stat().st_size > 0
     metrics = _run(["dvc", "metrics", "show"], dst, env)
     assert "reports/cas/qf90-unet/summary.json" in metrics and "models.aware.psnr" in metrics

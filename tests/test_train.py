@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -123,6 +124,41 @@ def test_loss_decreases_and_dvclive_logs(tmp_path: Path) -> None:
     for name in ("train/loss.tsv", "train/l_isp.tsv", "lr.tsv"):
         assert (live / "plots" / "metrics" / name).is_file()
     assert not (live / "dvc.yaml").exists()
+
+
+class FakeClock:
+    """caisp.train's `time`: every perf_counter() call is `tick` seconds after the previous one."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_progress_in_a_log_is_one_plain_line_every_10s(monkeypatch, capsys) -> None:
+    """stderr not a terminal (DVC, CI): no carriage-return bar, a line every 10 s and at the end."""
+    import caisp.train
+
+    monkeypatch.setattr(caisp.train, "time", FakeClock(3.0))  # one call per step: 3 s a step
+    torch.manual_seed(0)
+    fit(IspTask(Pix()), SynthSet(8), None, cfg(steps=10, batch_size=2, progress=True))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "train: step 4/10", "train: step 8/10", "train: step 10/10"]
+    for line in lines:
+        assert re.fullmatch(r"train: step \d+/10, loss [0-9.e+-]+, [0-9.]+ images/s", line), line
+    assert lines[0].endswith(", 0.7 images/s")  # 2 images per 3 s
+
+
+def test_progress_on_a_terminal_is_the_tqdm_bar(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    fit(IspTask(Pix()), SynthSet(8), None, cfg(steps=3, batch_size=2, progress=True))
+    err = capsys.readouterr().err
+    assert "\r" in err and "3/3" in err and "train: step" not in err
 
 
 def test_cas_task_targets_the_jpeg() -> None:
@@ -306,7 +342,7 @@ def test_bad_checkpoints_raise(tmp_path: Path, kind: str) -> None:
     assert str(path) in str(err.value)
     assert len(str(err.value)) < 400  # one readable line, not torch's page of advice
     if kind == "pickle":
-        assert "weights_only" in str(err.value)
+        assert "refused: not a caisp checkpoint (it would run code)" in str(err.value)
 
 
 def test_save_rejects_non_json_config(tmp_path: Path) -> None:
@@ -386,3 +422,22 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert r0["res"]["val_psnr"] == r1["res"]["val_psnr"]  # all-reduced over both shards
     assert (tmp_path / "state0.pt").is_file() and not (tmp_path / "state1.pt").exists()
     assert (tmp_path / "live0" / "metrics.json").is_file() and not (tmp_path / "live1").exists()
+
+
+def test_same_inputs_give_bit_identical_models() -> None:
+    """Same params, seed and thread count: the same weights, byte for byte, for a real ISP-Net with a
+    frozen CAS-Net in the loss (the path of every fine-tuning stage); another seed differs."""
+    from caisp import models
+
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        isp = models.build("isp_net", base_width=4, tone_prior=True)
+        cas = models.build("unet", base_width=4)
+        task = CompressionAwareTask(isp, cas, lambda_isp=0.1, lambda_comp=1.0)
+        fit(task, SynthSet(8, augment=True), SynthSet(2, seed=1),
+            cfg(steps=3, seed=seed, threads=2, deterministic=True, lr=1e-3))
+        return snapshot(isp)
+
+    a, b, c = run(5), run(5), run(6)
+    assert same(a, b)
+    assert not same(a, c)
