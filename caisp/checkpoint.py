@@ -6,6 +6,7 @@ Files are read with `torch.load(weights_only=True)` only, so a checkpoint cannot
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from caisp import CaispError
-from caisp.io import atomic_path
+from caisp.io import write_bytes
 
 FORMAT = "caisp"
 VERSION = 1
@@ -45,8 +46,12 @@ def save_model(path: str | os.PathLike, net: nn.Module, config: dict[str, Any]) 
         raise CaispError(f"{path}: model config needs a 'type' (the registry name), got {sorted(config)}")
     # contiguous(): a channels_last training run must not leave odd strides in the file.
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(net).state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, "config": config, "state_dict": state}, tmp)
+    # Serialised in memory, not into the temporary file: torch.save names the archive's root folder
+    # after the file it writes, so the random temporary name made every save's bytes differ, and
+    # DVC reran everything downstream of an unchanged model.
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, "config": config, "state_dict": state}, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def _load_reason(e: Exception) -> str:

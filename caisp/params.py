@@ -114,7 +114,7 @@ class CasParams:
     unfrozen: list[str] = field(default_factory=lambda: ["unet"])
     residual: bool = True
     djs_terms: int = field(default=9, metadata=_range(0, 100))
-    steps: int = field(default=1000, metadata=_range(1))
+    steps: int = field(default=300, metadata=_range(1))
     acn_steps: int = field(default=2000, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr: float = field(default=1e-3, metadata=_range(0, 1))

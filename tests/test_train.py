@@ -441,3 +441,13 @@ def test_same_inputs_give_bit_identical_models() -> None:
     a, b, c = run(5), run(5), run(6)
     assert same(a, b)
     assert not same(a, c)
+
+
+def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    """DVC hashes checkpoints: an unchanged model must not look changed (the temporary file's name
+    once leaked into torch's archive)."""
+    net = Pix()
+    config = {"type": "pix", "kwargs": {}}
+    save_model(tmp_path / "a.pt", net, config)
+    save_model(tmp_path / "b.pt", net, config)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
