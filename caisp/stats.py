@@ -7,13 +7,13 @@ crops in the same order); the pretrained ISP has no seed and pairs with every aw
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from caisp.bjontegaard import bd_psnr, bd_rate
+from caisp.evaluate import _f  # plain float for JSON, None for NaN/inf
 
 # What each column of the evaluation's per-image rows measures; every table names one of these.
 PSNR_LABELS = {
@@ -22,14 +22,6 @@ PSNR_LABELS = {
     "psnr_y": "PSNR(c(f(x)), y)",       # after compression, against the uncompressed ground truth
 }
 CONTROL_KINDS = ("agnostic", "identity", "pretrained")
-
-
-def _f(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def bootstrap_mean(d: np.ndarray, n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:

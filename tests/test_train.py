@@ -451,3 +451,29 @@ def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path: Path) -> Non
     save_model(tmp_path / "a.pt", net, config)
     save_model(tmp_path / "b.pt", net, config)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_resume_states_of_runs_with_other_params_go_once_a_run_completes(tmp_path, monkeypatch) -> None:
+    """A stage rerun with other params starts fresh (its state key differs) and, once it completes,
+    removes the states that the interrupted runs with the old params left behind."""
+    from caisp import pipeline
+    from caisp.params import Params
+
+    monkeypatch.chdir(tmp_path)
+    states = tmp_path / "checkpoints"
+    states.mkdir()
+    stale = states / "aware-qf90-djs_seed0-0123456789ab.pt"
+    other_run = states / "aware-qf90-acn_seed0-0123456789ab.pt"
+    stale.write_bytes(b"old")
+    other_run.write_bytes(b"keep")
+    seen = {}
+
+    def fake_fit(task, train, val, cfg):
+        seen["state"] = cfg.state_path
+        return {"step": cfg.steps}
+
+    monkeypatch.setattr("caisp.train.fit", fake_fit)
+    pipeline._fit(None, None, None, run="aware-qf90-djs/seed0", steps=3, batch_size=2, lr=1e-3, p=Params(),
+                  identity=["new params"], seed=0)
+    assert seen["state"].parent.resolve() == states.resolve() and seen["state"].name != stale.name
+    assert not stale.exists() and other_run.exists()
