@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from caisp.bjontegaard import bd_psnr, bd_rate
-from caisp.evaluate import _f  # plain float for JSON, None for NaN/inf
+from caisp.evaluate import _f, rd_points  # _f: plain float for JSON, None for NaN/inf
 
 # What each column of the evaluation's per-image rows measures; every table names one of these.
 PSNR_LABELS = {
@@ -90,13 +90,6 @@ def bd_checked(ref: pd.DataFrame, test: pd.DataFrame, min_overlap: float) -> dic
     return out
 
 
-def rd_curves(df: pd.DataFrame, metric: str = "psnr_y") -> pd.DataFrame:
-    """Mean (bpp, PSNR) per model and QF over seeds and photos: the curve of each configuration."""
-    clean = df.replace([np.inf, -np.inf], np.nan)
-    return (clean.groupby(["model", "qf"], as_index=False)[["bpp", metric]].mean()
-            .rename(columns={metric: "psnr"}))
-
-
 def compare(aware: pd.DataFrame, control: pd.DataFrame, *, qf: int, paired_seeds: bool, n_boot: int,
             seed: int, bd_min_overlap: float) -> dict[str, Any]:
     """The aware configuration against one control, at evaluation QF `qf` (and over the QF sweep)."""
@@ -107,14 +100,15 @@ def compare(aware: pd.DataFrame, control: pd.DataFrame, *, qf: int, paired_seeds
         out[f"d_{m}"] = bootstrap_mean(mats[m].to_numpy(), n_boot, seed)
     # The compression-specific gain: what the aware ISP gains after JPEG beyond what it gains before.
     out["d_specific"] = bootstrap_mean((mats["psnr"] - mats["psnr_raw"]).to_numpy(), n_boot, seed)
-    rel = _matrix(at_a, at_c, "bpp", paired_seeds) / at_c.groupby(_unit(at_c)).bpp.mean()
+    rel = mats["bpp"] / at_c.groupby(_unit(at_c)).bpp.mean()
     out["d_bpp_pct"] = bootstrap_mean(100 * rel.to_numpy(), n_boot, seed)
     per_photo = mats["psnr"].mean(axis=0)
     out["photos_improved"] = int((per_photo > 0).sum())
     out["per_photo"] = {str(k): {"d_psnr": _f(v), "d_psnr_raw": _f(mats["psnr_raw"].mean(axis=0)[k])}
                         for k, v in per_photo.items()}
     out["per_seed"] = {str(k): _f(v) for k, v in mats["psnr"].mean(axis=1).items()}
-    curves = rd_curves(pd.concat([aware.assign(model="aware"), control.assign(model="control")]))
+    # Mean curves over seeds and photos, PSNR(c(f(x)), y) against BPP (rd_points' axis).
+    curves = rd_points(pd.concat([aware.assign(model="aware"), control.assign(model="control")]))
     out["bd"] = bd_checked(curves[curves.model == "control"], curves[curves.model == "aware"], bd_min_overlap)
     out["bd"]["psnr"] = PSNR_LABELS["psnr_y"]
     return out
@@ -141,13 +135,10 @@ def compare_all(aware_df: pd.DataFrame, controls_df: pd.DataFrame, *, aware: str
         "ground_truth": {"bpp": _f(gt.bpp_gt.mean()), "psnr_identity": _f(gt.psnr_gt.mean())},
         "models": {aware: model_means(a, qf)}, "vs": {},
     }
-    for kind in CONTROLS_PRESENT(controls_df):
+    present = set(controls_df.model)
+    for kind in (k for k in CONTROL_KINDS if k in present):
         c = controls_df[controls_df.model == kind]
         out["models"][kind] = model_means(c, qf)
         out["vs"][kind] = compare(a, c, qf=qf, paired_seeds=kind != "pretrained", n_boot=n_boot, seed=seed,
                                   bd_min_overlap=bd_min_overlap)
     return out
-
-
-def CONTROLS_PRESENT(controls_df: pd.DataFrame) -> list[str]:  # noqa: N802 - reads as a constant
-    return [k for k in CONTROL_KINDS if k in set(controls_df.model)]
