@@ -112,15 +112,16 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
 @torch.inference_mode()
 def run_model(model: nn.Module, image: torch.Tensor, *, device: str | torch.device, tile: int | None,
               overlap: int = 32, multiple: int = 16) -> torch.Tensor:
-    """Apply `model` to one (3,H,W) image at full size (tiled when larger than `tile`); (1,3,H,W) on CPU."""
-    model.eval()
+    """Apply `model` to one (3,H,W) image at full size (tiled when larger than `tile`); (1,3,H,W) on CPU.
+    The model is moved to `device` (checkpoints load on the CPU; analytic simulators hold buffers)."""
+    model.to(device).eval()
     x = image[None] if image.dim() == 3 else image
     h, w = x.shape[-2:]
     x = _pad_to(x.to(device, torch.float32), multiple)
     if tile is not None and max(x.shape[-2:]) > tile:
         from caisp.tiling import run_tiled
 
-        y = run_tiled(model, x, tile, overlap)
+        y = run_tiled(model, x, tile, overlap, model=model)
     else:
         y = model(x)
     return y[..., :h, :w].float().cpu()
@@ -145,30 +146,35 @@ def _jpeg_file(jpeg_root: Path | None, qf: int, stem: str) -> bytes | None:
 def evaluate_isps(models: Mapping[str | tuple[str, int], nn.Module], dataset: Sequence[dict], *,
                   qfs: Sequence[int], train_qf: int | Sequence[int], subsampling: str = "4:2:0",
                   device: str | torch.device = "cpu", tile: int | None = None, overlap: int = 32,
-                  jpeg_root: Path | None = None, ssim_all_qfs: bool = False) -> pd.DataFrame:
+                  jpeg_root: Path | None = None, ssim_all_qfs: bool = False, workers: int = 1) -> pd.DataFrame:
     """One row per (model, seed, stem, qf) over the QF sweep (the train_qf(s) always included).
     `models` maps a label, or a (label, seed) pair for one seed of a configuration (seed -1 when
     there is none), to its network. Each model runs once per image; the ground truth JPEG is encoded
     once per (image, qf) and shared by all models. `jpeg_root` (data/jpeg) supplies the encode
     stage's files where present. SSIM is computed at the train_qf(s) always, elsewhere (NaN) only if
     `ssim_all_qfs`: it costs ~100x a JPEG round trip on CPU."""
+    from concurrent.futures import ThreadPoolExecutor
+
     codec = _codec()
     ssim_qfs = {int(train_qf)} if isinstance(train_qf, (int, np.integer)) else {int(q) for q in train_qf}
     sweep = sorted(set(int(q) for q in qfs) | ssim_qfs)
     rows: list[dict[str, Any]] = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        stem, target = item["stem"], to_uint8(item["srgb"])
-        gts = {q: _gt_jpeg(target, q, subsampling, codec, _jpeg_file(jpeg_root, q, stem), device)
-               for q in sweep}
-        for key, model in models.items():
-            label, seed = key if isinstance(key, tuple) else (key, -1)
-            pred = to_uint8(run_model(model, item["raw"], device=device, tile=tile, overlap=overlap))
-            raw_psnr = psnr_u8(pred, target, device)
-            for q in sweep:
-                s = _score(pred, target, gts[q], qf=q, subsampling=subsampling, codec=codec,
-                           psnr_raw=raw_psnr, with_ssim=ssim_all_qfs or q in ssim_qfs, device=device)
-                rows.append({"model": label, "seed": int(seed), "stem": stem, "qf": q, **s})
+    # The codec work (a JPEG round trip per QF, at 12 MP ~0.2 s) runs in threads: Pillow and numpy
+    # release the GIL, and map keeps the QF order, so the rows do not depend on `workers`.
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i in range(len(dataset)):
+            item = dataset[i]
+            stem, target = item["stem"], to_uint8(item["srgb"])
+            gts = dict(zip(sweep, pool.map(lambda q: _gt_jpeg(target, q, subsampling, codec,
+                                                               _jpeg_file(jpeg_root, q, stem), device), sweep)))
+            for key, model in models.items():
+                label, seed = key if isinstance(key, tuple) else (key, -1)
+                pred = to_uint8(run_model(model, item["raw"], device=device, tile=tile, overlap=overlap))
+                raw_psnr = psnr_u8(pred, target, device)
+                scores = pool.map(lambda q: _score(pred, target, gts[q], qf=q, subsampling=subsampling,
+                                                   codec=codec, psnr_raw=raw_psnr,
+                                                   with_ssim=ssim_all_qfs or q in ssim_qfs, device=device), sweep)
+                rows += [{"model": label, "seed": int(seed), "stem": stem, "qf": q, **s} for q, s in zip(sweep, scores)]
     return pd.DataFrame(rows, columns=ISP_COLUMNS)
 
 

@@ -4,7 +4,7 @@ A task is an `nn.Module` holding the networks of one training phase:
 
 - `forward(batch) -> (loss, logs)`: the scalar to minimise and its separate terms (detached 0-d
   tensors, so that the loop syncs with the device once per step, not once per term);
-- `predict(batch) -> (pred, target)`: what validation PSNR compares;
+- `predict(batch, tile) -> (pred, target)`: what validation PSNR compares (tiled above `tile`);
 - `net`: the network being trained, i.e. what the stage saves with `caisp.checkpoint.save_model`.
 
 Batches are the dicts of `caisp.data.dataset.RawRGBDataset`: `raw` x (bilinear-demosaiced Bayer),
@@ -36,15 +36,28 @@ def _get(batch: Batch, key: str, task: str) -> Tensor:
 
 
 class Task(nn.Module):
-    """Base class: subclasses set `self.net` and implement `forward` and `predict`."""
+    """Base class: subclasses set `self.net`, the batch keys `src` (the net's input) and `dst` (what
+    validation compares its output with), and implement `forward`."""
 
     net: nn.Module
+    src = dst = ""
 
     def forward(self, batch: Batch) -> tuple[Tensor, Logs]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
-        raise NotImplementedError
+    def predict(self, batch: Batch, tile: int | None = None, overlap: int = 64) -> tuple[Tensor, Tensor]:
+        """(net(batch[src]), batch[dst]). Images larger than `tile` run tile by tile (caisp.tiling,
+        with whole-image attention statistics), so that validating 12 MP images takes bounded memory."""
+        name = type(self).__name__
+        x = _get(batch, self.src, name)
+        if tile is not None and max(x.shape[-2:]) > tile:
+            from caisp.tiling import run_tiled
+
+            pred = torch.cat([run_tiled(self.net, x[i : i + 1], tile, overlap, model=self.net)
+                              for i in range(x.shape[0])])
+        else:
+            pred = self.net(x)
+        return pred, _get(batch, self.dst, name)
 
 
 class _L1Task(Task):
@@ -59,10 +72,6 @@ class _L1Task(Task):
     def forward(self, batch: Batch) -> tuple[Tensor, Logs]:
         loss = l1(*self.predict(batch))
         return loss, {self.term: loss.detach()}
-
-    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        name = type(self).__name__
-        return self.net(_get(batch, self.src, name)), _get(batch, self.dst, name)
 
 
 class CasTask(_L1Task):
@@ -87,6 +96,8 @@ class CompressionAwareTask(Task):
     updated together with f. `lambda_comp == 0` is the agnostic fine-tuning control: g is never
     run, so the loss, gradients and updates are exactly those of lambda_isp * L_isp.
     """
+
+    src, dst = "raw", "srgb"
 
     _name = "CompressionAwareTask"
 
@@ -130,6 +141,3 @@ class CompressionAwareTask(Task):
         l_comp = l1(self.cas(out), g_y)
         logs["l_comp"] = l_comp.detach()
         return self.lambda_isp * l_isp + self.lambda_comp * l_comp, logs
-
-    def predict(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        return self.net(_get(batch, "raw", self._name)), _get(batch, "srgb", self._name)

@@ -106,6 +106,7 @@ class TrainParams:
     warmup_steps: int = field(default=200, metadata=_range(0))
     threads: int = field(default=2, metadata=_range(1, 1024))
     deterministic: bool = True
+    crops_per_image: Optional[int] = field(default=None, metadata=_range(1))
 
 
 @dataclass
@@ -118,6 +119,7 @@ class CasParams:
     acn_steps: int = field(default=2000, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     lr: float = field(default=1e-3, metadata=_range(0, 1))
+    gate_db: float = field(default=0.1, metadata=_range(0, 100))
 
 
 @dataclass
@@ -139,9 +141,10 @@ class FinetuneParams:
 class EvaluateParams:
     sweep_qfs: list[int] = field(default_factory=lambda: [80, 84, 88, 92, 96])
     tile: int = field(default=1024, metadata=_range(64))
-    overlap: int = field(default=32, metadata=_range(0))
+    overlap: int = field(default=64, metadata=_range(0))
     bootstrap: int = field(default=4000, metadata=_range(100, 1_000_000))
     bd_min_overlap: float = field(default=0.5, metadata=_range(0))
+    workers: int = field(default=2, metadata=_range(1, 256))
 
 
 @dataclass

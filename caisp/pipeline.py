@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -147,15 +148,17 @@ def _split() -> dict:
 
 # ---------------------------------------------------------------- training stages
 
-def _datasets(p: Params, qf: int | None):
+def _datasets(p: Params, qf: int | None, batch_size: int):
     from caisp.data.dataset import RawRGBDataset
 
     split = _split()
     jd = jpeg_dir(qf) if qf is not None else None
     n_train = max(len(split["train"]), 1)
-    # Small data sets: one epoch visits each image several times (at least 64 crops), so that the
-    # loader's reshuffles and the dvclive curves do not tick every couple of steps.
-    repeat = max(1, 64 // n_train)
+    # train.crops_per_image: crops of each image per epoch. Auto: on small data sets one epoch visits
+    # each image several times (at least 64 crops, and one global batch), so that the loader's
+    # reshuffles and the dvclive curves do not tick every couple of steps; at FiveK's 390 training
+    # images it is 1, the paper's epoch.
+    repeat = p.train.crops_per_image or max(1, 64 // n_train, -(-batch_size // n_train))
     common = dict(jpeg_dir=jd, input_norm=p.model.input_norm)
     train = RawRGBDataset(RENDERED, split["train"], patch=p.train.patch, train=True, repeat=repeat, **common)
     val = RawRGBDataset(RENDERED, split["val"] or split["train"][:1], patch=None, train=False, **common)
@@ -186,6 +189,7 @@ def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, 
                       grad_clip=p.train.grad_clip if grad_clip == "train" else grad_clip,
                       warmup_steps=min(p.train.warmup_steps, steps // 4),
                       threads=p.train.threads, deterministic=p.train.deterministic,
+                      val_tile=p.evaluate.tile, val_overlap=p.evaluate.overlap,
                       log_dir=live, state_path=state)
     result = fit(task, train, val, cfg)
     if not is_main():
@@ -224,21 +228,37 @@ def run_train_cas(p: Params, qf: int, variant: str) -> dict:
         # Analytic simulators have no training curve; the stage's log folder says so.
         io.write_json(REPORTS / "train" / run / "metrics.json", {"trained": False, "variant": variant})
     else:
-        train, val = _datasets(p, qf)
+        train, val = _datasets(p, qf, p.cas.batch_size)
         c = p.cas
         steps = c.acn_steps if variant == "acn" else c.steps
         result = _fit(CasTask(cas), train, val, run=run, steps=steps,
                       batch_size=c.batch_size, lr=c.lr, p=p, identity=[config, to_dict(c), to_dict(p.train)])
     save_model(cas_path(qf, variant), cas, config)
-    test = RawRGBDataset(RENDERED, _split()["test"], jpeg_dir=jpeg_dir(qf), patch=None, train=False,
-                         input_norm=p.model.input_norm)
-    df = evaluate_cas(cas.eval(), test, device=resolve_device(p.train.device))
+    split = _split()
+
+    def fidelity(names: list[str]):
+        data = RawRGBDataset(RENDERED, names, jpeg_dir=jpeg_dir(qf), patch=None, train=False,
+                             input_norm=p.model.input_norm)
+        return evaluate_cas(cas.eval(), data, device=resolve_device(p.train.device), tile=p.evaluate.tile,
+                            overlap=p.evaluate.overlap)
+
+    df = fidelity(split["test"])
     out = REPORTS / "cas" / f"qf{qf}-{variant}"
     io.write_text(out / "per_image.csv", df.to_csv(index=False))
     summary = {"qf": qf, "variant": variant, **{k: float(df[k].mean()) for k in df.columns
                                                 if k not in ("stem", "model") and df[k].dtype.kind == "f"}}
     if "val_psnr" in result:
         summary["val_psnr"] = result["val_psnr"]
+    # The simulator gate, on validation photos (the test photos only report): fine-tuning against a g
+    # that is no better than the identity is the identity-g control under another name.
+    val = fidelity(split["val"] or split["train"][:1])
+    margin = float((val["psnr"] - val["psnr_identity"]).mean())
+    summary["gate"] = {"val_margin_db": margin, "gate_db": p.cas.gate_db, "passed": margin >= p.cas.gate_db,
+                       "n_val": int(len(val))}
+    if not summary["gate"]["passed"]:
+        print(f"warning: CAS {variant} at QF {qf} fails the simulator gate: it beats the identity by "
+              f"{margin:+.3f} dB on the validation photos, less than cas.gate_db = {p.cas.gate_db} dB; the "
+              f"report flags every result that uses it", file=sys.stderr, flush=True)
     io.write_json(out / "summary.json", summary)
     return summary
 
@@ -260,8 +280,8 @@ def run_pretrain_isp(p: Params) -> dict:
     config = _isp_config(p, qf=None, cas=None, stage="pretrain")
     torch.manual_seed(p.seed)
     isp = models.build("isp_net", **config["kwargs"])
-    train, val = _datasets(p, None)
     i = p.isp
+    train, val = _datasets(p, None, i.batch_size)
     result = _fit(IspTask(isp), train, val, run="isp-pretrain", steps=i.steps, batch_size=i.batch_size,
                   lr=i.lr, p=p, identity=[config, to_dict(i), to_dict(p.train)])
     save_model(isp_path("pretrained"), isp, config)
@@ -292,7 +312,7 @@ def run_finetune(p: Params, qf: int | None = None, variant: str | None = None, f
     lambda_comp = 0.0 if kind == "agnostic" else p.lambda_comp
     name = run_name(kind, qf, variant)
     f = p.finetune
-    train, val = _datasets(p, None)  # L_comp compares g(f(x)) with g(y): no real JPEG needed
+    train, val = _datasets(p, None, f.batch_size)  # L_comp compares g(f(x)) with g(y): no real JPEG needed
     results = {}
     for seed in p.seeds:
         isp, base_config = load_model(isp_path("pretrained"))
@@ -333,7 +353,7 @@ def _evaluate_models(p: Params, nets: dict, out: Path, ssim_qfs: list[int]):
     sweep = sorted(set(p.evaluate.sweep_qfs) | set(p.qfs))
     df = evaluate_isps(nets, _test_set(p), qfs=sweep, train_qf=ssim_qfs, subsampling=p.encode.subsampling,
                        device=resolve_device(p.train.device), tile=p.evaluate.tile,
-                       overlap=p.evaluate.overlap)
+                       overlap=p.evaluate.overlap, workers=p.evaluate.workers)
     source = {im["stem"]: im.get("source", im["stem"]) for im in _manifest()["images"]}
     df.insert(df.columns.get_loc("stem") + 1, "source", df.stem.map(source))
     io.write_text(out / "per_image.csv", df.to_csv(index=False))
@@ -455,8 +475,9 @@ def run_report(p: Params) -> Path:
     if ablation is not None and ablation.empty:
         ablation = None
     summaries = _read_summaries(REPORTS / "eval")
-    path = write_report(REPORTS, cas_tables=_read_summaries(REPORTS / "cas"), isp_summaries=summaries,
+    cas_tables = _read_summaries(REPORTS / "cas")
+    path = write_report(REPORTS, cas_tables=cas_tables, isp_summaries=summaries,
                         ablation=ablation, rd=rd, curves=curves, examples=_figure4_examples(p, qf, variant),
                         setup=_setup_text(p))
-    _update_readme_headline(headline(summaries) + "\n\n" + _setup_text(p))
+    _update_readme_headline(headline(summaries, cas_tables=cas_tables) + "\n\n" + _setup_text(p))
     return path

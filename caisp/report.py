@@ -107,14 +107,28 @@ def table1(cas_tables: Mapping | None) -> str:
         if ident is not None:
             ip = ident.get("psnr_identity", ident.get("psnr"))
             iss = ident.get("ssim_identity", ident.get("ssim"))
-            rows.append([str(qf), "identity (y vs c(y))", _pair(ip, iss), "n/a"])
+            rows.append([str(qf), "identity (y vs c(y))", _pair(ip, iss), DASH, "n/a"])
         variants = list(VARIANTS) + [v for v in entries if v not in VARIANTS and v != "identity"]
         for v in variants:
             e = entries.get(v) or {}
             paper = PAPER["table1"].get(qf, {}).get(v)
             rows.append([str(qf), VARIANT_NAMES.get(v, v), _pair(e.get("psnr"), e.get("ssim")),
-                         _paper(paper, 4, "n/a")])
-    return _table(["QF", "CAS", "ours PSNR / SSIM", "paper PSNR / SSIM"], rows)
+                         _gate_cell(e.get("gate")), _paper(paper, 4, "n/a")])
+    return _table(["QF", "CAS", "ours PSNR / SSIM", "gate: validation margin over identity", "paper PSNR / SSIM"],
+                  rows)
+
+
+def _gate_cell(gate: Mapping | None) -> str:
+    if not gate or not _finite(gate.get("val_margin_db")):
+        return DASH
+    verdict = "passed" if gate.get("passed") else f"**FAILED** (< {_num(gate.get('gate_db'), 2)} dB)"
+    return f"{float(gate['val_margin_db']):+.2f} dB, {verdict}"
+
+
+def failed_gates(cas_tables: Mapping | None) -> dict[tuple[int, str], Mapping]:
+    """{(qf, variant): gate} of the simulators that did not beat the identity on validation."""
+    return {(qf, v): e["gate"] for qf, entries in _cas_cells(cas_tables).items() for v, e in entries.items()
+            if isinstance(e.get("gate"), Mapping) and not e["gate"].get("passed", True)}
 
 
 CONTROL_NAMES = {"pretrained": "pretrained ISP (L_isp only; the paper's baseline)",
@@ -233,9 +247,11 @@ def per_photo_table(isp_summaries: Mapping | None, control: str = "agnostic") ->
     return _table(["QF", "CAS", "frozen", *photos], rows)
 
 
-def headline(isp_summaries: Mapping | None, control: str = "agnostic") -> str:
+def headline(isp_summaries: Mapping | None, control: str = "agnostic", cas_tables: Mapping | None = None) -> str:
     """The measured gain per QF and CAS (frozen, as the paper's method) against `control`, beside the
-    paper's +1.2..1.5 dB, and whether it is compression-specific."""
+    paper's +1.2..1.5 dB, and whether it is compression-specific; simulators that failed the gate
+    (`cas_tables`' train_cas summaries) are flagged on their line."""
+    failed = failed_gates(cas_tables)
     lines = []
     for s in _configs(isp_summaries):
         d = (s.get("vs") or {}).get(control)
@@ -255,7 +271,7 @@ def headline(isp_summaries: Mapping | None, control: str = "agnostic") -> str:
                      f"{_ci(d.get('d_psnr'))} dB at ΔBPP {_ci(d.get('d_bpp_pct'), 2, ' %')} (equal QF); "
                      f"before JPEG {_ci(d.get('d_psnr_raw'))} dB; compression-specific {_ci(spec)} dB: "
                      f"{verdict}; over the QF sweep, PSNR(c(f(x)), y): BD-PSNR {_num(bd.get('bd_psnr'), 3)} dB, "
-                     f"{rate}.")
+                     f"{rate}." + _gate_flag(failed.get((int(s["qf"]), str(s["variant"])))))
     if not lines:
         return DASH
     op = []
@@ -274,6 +290,14 @@ def headline(isp_summaries: Mapping | None, control: str = "agnostic") -> str:
             f"{any_s.get('n_seeds')} seeds with 95 % bootstrap intervals (paper: +1.2 to +1.5 dB, e.g. "
             f"+1.40 dB for the U-Net CAS at QF 80):")
     return "\n".join([head, ""] + lines)
+
+
+def _gate_flag(gate: Mapping | None) -> str:
+    if gate is None:
+        return ""
+    return (f" **Simulator failed the gate:** g beats the identity by {float(gate['val_margin_db']):+.2f} dB on "
+            f"the validation photos (cas.gate_db = {_num(gate.get('gate_db'), 2)}), so this run is in effect "
+            f"the identity-g control.")
 
 
 def table3(ablation: pd.DataFrame | None) -> str:
@@ -402,7 +426,7 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
              "training; paper values are from its Tables 1-3. Every PSNR is labelled: c = real JPEG at the "
              "QF, f(x) = ISP output, y = LibRaw's rendering. '—' = not run here; 'n.a.'/'n/a' = no paper value.",
              "", setup, "",
-             "## Headline", "", headline(isp_summaries), "",
+             "## Headline", "", headline(isp_summaries, cas_tables=cas_tables), "",
              "## Operating point (test photos)", "", operating_point(isp_summaries), "",
              "## Table 1: compression artifacts simulation (PSNR / SSIM of g(y) vs real JPEG c(y))", "",
              table1(cas_tables), "",

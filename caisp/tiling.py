@@ -1,10 +1,13 @@
 """Full-resolution inference in bounded memory: overlapping tiles blended with a smooth window."""
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from caisp import CaispError
 
@@ -49,12 +52,73 @@ def ramp(n: int, overlap: int, head: bool, tail: bool) -> torch.Tensor:
     return w
 
 
+def _cuts(origins: list[int], length: int, tile: int) -> list[int]:
+    """Boundaries that split [0, length) among the tiles: tile i owns [cut[i], cut[i+1]), each cut in
+    the middle of an overlap, on the 16-grid so that it falls on every feature map's grid."""
+    cuts = [0]
+    for prev, nxt in zip(origins, origins[1:]):
+        cuts.append(max(nxt, (nxt + min(prev + tile, length)) // 2 // ALIGN * ALIGN))
+    return cuts + [length]
+
+
+class _WholeImagePool:
+    """Channel-attention means of the whole image, gathered tile by tile.
+
+    While `record` is on, each attention layer adds the sum of its features over the part of the
+    image the current tile owns (each pixel counted once); `means()` divides by the whole feature
+    map's size, which is what a single pass pools. Layers see `fixed` means when given, else their
+    tile's own (a first pass)."""
+
+    def __init__(self, fixed: dict[nn.Module, torch.Tensor] | None, height: int, width: int) -> None:
+        self.fixed, self.height, self.width = fixed, height, width
+        self.sums: dict[nn.Module, torch.Tensor] = {}
+        self.strides: dict[nn.Module, int] = {}
+        self.owned: tuple[int, int, int, int] | None = None  # rows, columns of the tile, in its pixels
+        self.tile_size: tuple[int, int] = (0, 0)
+
+    def __call__(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.owned is not None:
+            s = self.tile_size[0] // x.shape[-2]
+            if s * x.shape[-2] != self.tile_size[0] or s * x.shape[-1] != self.tile_size[1]:
+                raise ValueError(f"tiled attention: a {tuple(x.shape[-2:])} feature map does not "
+                                 f"divide the {self.tile_size} tile")
+            self.strides[layer] = s
+            y0, y1, x0, x1 = (v // s for v in self.owned)
+            part = x[..., y0:y1, x0:x1].double().sum((-2, -1), keepdim=True)
+            self.sums[layer] = self.sums[layer] + part if layer in self.sums else part
+        if self.fixed is not None:
+            return self.fixed[layer]
+        return F.adaptive_avg_pool2d(x, 1)
+
+    def means(self, layers: list[nn.Module]) -> dict[nn.Module, torch.Tensor]:
+        # Each layer's map is the image downscaled by its stride, as its tiles' maps were.
+        return {layer: (self.sums[layer] / (self.height * self.width / self.strides[layer] ** 2)).float()
+                for layer in layers}
+
+
+def _attention_layers(model: nn.Module | None) -> list[nn.Module]:
+    if model is None:
+        return []
+    from caisp.models.unet import ChannelAttention
+
+    return [m for m in model.modules() if isinstance(m, ChannelAttention)]
+
+
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int,
-              overlap: int = 32, out_channels: int | None = None) -> torch.Tensor:
+              overlap: int = 32, out_channels: int | None = None, *, model: nn.Module | None = None,
+              stats_passes: int = 1) -> torch.Tensor:
     """Apply `fn` ((1,C,h,w) -> (1,C',h,w)) to `image` (1,C,H,W) tile by tile and blend the results.
 
     An image that fits in one tile goes through `fn` once. The output lives on `image`'s device in
-    float32; `fn` may run elsewhere (its results are moved back)."""
+    float32; `fn` may run elsewhere (its results are moved back).
+
+    `model` is the network inside `fn`. If it has channel attention (ISP-Net), a tile alone would pool
+    its own features, not the whole image's, and shift every pixel of the tile (~1/255 for trained
+    nets). So `stats_passes` passes over the tiles first gather each attention layer's whole-image
+    mean (the first pass with per-tile attention, later ones with the previous pass's means), and the
+    output pass uses them: the tiles then compute what one pass over the whole image does, up to the
+    blending at their seams. The image is padded to a multiple of 16 for it, as the network would.
+    """
     validate_tile(tile, overlap)
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"run_tiled wants a (1,C,H,W) tensor, got {tuple(image.shape)}")
@@ -62,24 +126,65 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
     with torch.no_grad():
         if h <= tile and w <= tile:
             return fn(image).to(image.device, torch.float32)
-        ys, xs = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
-        out: torch.Tensor | None = None
-        norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=image.device)
-        for iy, y0 in enumerate(ys):
-            y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
-            wy = ramp(y1 - y0, overlap, iy > 0, iy < len(ys) - 1).to(image.device)
-            for ix, x0 in enumerate(xs):
-                x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
-                wx = ramp(x1 - x0, overlap, ix > 0, ix < len(xs) - 1).to(image.device)
-                pred = fn(image[:, :, y0:y1, x0:x1]).to(image.device, torch.float32)
-                if out is None:
-                    c = out_channels if out_channels is not None else pred.shape[1]
-                    out = torch.zeros(1, c, h, w, dtype=torch.float32, device=image.device)
-                if pred.shape[1] != out.shape[1] or pred.shape[2:] != (y1 - y0, x1 - x0):
-                    raise ValueError(f"run_tiled: fn returned {tuple(pred.shape)} for a "
-                                     f"{y1 - y0}x{x1 - x0} tile, expected {out.shape[1]} channels, same size")
-                win = wy[:, None] * wx[None, :]
-                out[:, :, y0:y1, x0:x1].addcmul_(pred, win)
-                norm[:, :, y0:y1, x0:x1].add_(win)
-        assert out is not None
-        return out.div_(norm)
+        layers = _attention_layers(model)
+        if not layers:
+            return _blend(fn, image, tile, overlap, out_channels)
+        from caisp.models.unet import pad_to_multiple
+
+        padded = pad_to_multiple(image, ALIGN)
+        H, W = padded.shape[-2:]
+        fixed = None
+        for _ in range(stats_passes):
+            pool = _WholeImagePool(fixed, H, W)
+            with _pooling(layers, pool):
+                _blend(fn, padded, tile, overlap, out_channels, pool=pool)
+            fixed = pool.means(layers)
+        with _pooling(layers, _WholeImagePool(fixed, H, W)):
+            return _blend(fn, padded, tile, overlap, out_channels)[..., :h, :w]
+
+
+@contextlib.contextmanager
+def _pooling(layers: list[nn.Module], pool: _WholeImagePool) -> Iterator[None]:
+    for layer in layers:
+        layer.pool = pool
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.pool = None
+
+
+def _blend(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
+           out_channels: int | None, pool: _WholeImagePool | None = None) -> torch.Tensor:
+    """One pass over the tiles, blended with raised-cosine windows. With `pool`, the pass only
+    gathers attention statistics (each tile told the part of the image it owns)."""
+    _, _, h, w = image.shape
+    ys, xs = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
+    cy, cx = _cuts(ys, h, tile), _cuts(xs, w, tile)
+    out: torch.Tensor | None = None
+    norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=image.device)
+    for iy, y0 in enumerate(ys):
+        y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
+        wy = ramp(y1 - y0, overlap, iy > 0, iy < len(ys) - 1).to(image.device)
+        for ix, x0 in enumerate(xs):
+            x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
+            if pool is not None:
+                pool.owned = (cy[iy] - y0, cy[iy + 1] - y0, cx[ix] - x0, cx[ix + 1] - x0)
+                pool.tile_size = (y1 - y0, x1 - x0)
+                fn(image[:, :, y0:y1, x0:x1])
+                continue
+            wx = ramp(x1 - x0, overlap, ix > 0, ix < len(xs) - 1).to(image.device)
+            pred = fn(image[:, :, y0:y1, x0:x1]).to(image.device, torch.float32)
+            if out is None:
+                c = out_channels if out_channels is not None else pred.shape[1]
+                out = torch.zeros(1, c, h, w, dtype=torch.float32, device=image.device)
+            if pred.shape[1] != out.shape[1] or pred.shape[2:] != (y1 - y0, x1 - x0):
+                raise ValueError(f"run_tiled: fn returned {tuple(pred.shape)} for a "
+                                 f"{y1 - y0}x{x1 - x0} tile, expected {out.shape[1]} channels, same size")
+            win = wy[:, None] * wx[None, :]
+            out[:, :, y0:y1, x0:x1].addcmul_(pred, win)
+            norm[:, :, y0:y1, x0:x1].add_(win)
+    if pool is not None:
+        return norm
+    assert out is not None
+    return out.div_(norm)

@@ -3,7 +3,8 @@ fine-tuning (L_total). A plain nanoGPT-style loop: Adam on the task's trainable 
 optional cosine decay, bf16 autocast + channels_last on CUDA, DistributedDataParallel under
 torchrun, validation PSNR and dvclive metrics, and an atomic training-state file to resume from.
 
-Steps are optimizer steps; `step` always counts the steps completed so far.
+Steps are optimizer steps; `step` always counts the steps completed so far. `batch_size` is the
+global batch of one step, as in the paper: under torchrun each of the N processes loads batch_size / N.
 """
 from __future__ import annotations
 
@@ -38,10 +39,12 @@ LR_DECAYS = ("cosine", "none")
 
 @dataclass
 class TrainConfig:
-    """Loop settings (the stage maps params.yaml onto these). `val_every=None`: once per epoch."""
+    """Loop settings (the stage maps params.yaml onto these). `val_every=None`: once per epoch.
+    `batch_size` is the global batch: torchrun's N processes load batch_size / N samples each, so
+    the samples per step, and hence the run, do not change with N (N must divide it)."""
 
     steps: int
-    batch_size: int
+    batch_size: int  # global, over all processes
     lr: float
     seed: int = 0
     num_workers: int = 0
@@ -57,6 +60,9 @@ class TrainConfig:
     state_path: Path | None = None  # training state for resume; keep it outside the DVC outs
     progress: bool = True
     val_batch_size: int = 1  # validation images may differ in size
+    # Validation images larger than this run tile by tile (caisp.tiling): 12 MP in bounded memory.
+    val_tile: int | None = None
+    val_overlap: int = 64
     # Same inputs, same numbers: a fixed intra-op thread count (a reduction split over another number
     # of threads sums in another order) and deterministic kernels. None leaves torch's own settings.
     threads: int | None = None
@@ -79,6 +85,10 @@ class TrainConfig:
         need(self.grad_clip is None or self.grad_clip > 0,
              f"grad_clip must be > 0 or None, got {self.grad_clip}")
         need(self.val_batch_size >= 1, f"val_batch_size must be >= 1, got {self.val_batch_size}")
+        if self.val_tile is not None:
+            from caisp.tiling import validate_tile
+
+            validate_tile(self.val_tile, self.val_overlap)
         self.log_dir = Path(self.log_dir) if self.log_dir is not None else None
         self.state_path = Path(self.state_path) if self.state_path is not None else None
 
@@ -253,7 +263,7 @@ def _to_device(batch: dict[str, Any], dev: torch.device, channels_last: bool) ->
 
 @torch.no_grad()
 def _validate(task: nn.Module, loader: DataLoader | None, dev: torch.device, amp: bool,
-              channels_last: bool) -> float:
+              channels_last: bool, tile: int | None = None, overlap: int = 64) -> float:
     """Mean PSNR of task.predict over the validation set (each rank takes a shard; all-reduced)."""
     if loader is None:
         return math.nan
@@ -263,7 +273,7 @@ def _validate(task: nn.Module, loader: DataLoader | None, dev: torch.device, amp
     for batch in loader:
         batch = _to_device(batch, dev, channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            pred, target = task.predict(batch)
+            pred, target = task.predict(batch, tile=tile, overlap=overlap)
         # Clamp: outputs are stored as 8-bit images, so out-of-range values are never seen.
         p = psnr(pred.float().clamp(0, 1), target.float())
         total += torch.stack([p.sum(), torch.tensor(float(p.numel()), dtype=torch.float64, device=dev)])
@@ -306,6 +316,11 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
          dev: torch.device, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
     rank, world = get_rank(), get_world_size()
     main = rank == 0
+    # Raised on every rank alike, before any collective, so that no rank waits for another.
+    if cfg.batch_size % world:
+        raise CaispError(f"batch_size {cfg.batch_size} is the global batch and must be divisible by "
+                         f"the {world} processes of torchrun")
+    local_batch = cfg.batch_size // world
     set_determinism(cfg.threads, cfg.deterministic)
     _seed_all(cfg.seed + rank)  # ranks draw different crops / dropout masks
     cuda = dev.type == "cuda"
@@ -357,20 +372,23 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
 
     base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                               seed=cfg.seed, drop_last=True)
-    steps_per_epoch = len(base) // cfg.batch_size
+    # Each rank's shard is one permutation strided by rank, so global step k takes exactly the
+    # permutation's k-th run of batch_size samples, and epochs have len(train_set) // batch_size
+    # steps, whatever the world size.
+    steps_per_epoch = len(base) // local_batch
     if steps_per_epoch == 0:
         raise CaispError(f"training set has {len(train_set)} samples, fewer than batch_size "
-                         f"{cfg.batch_size} x {world} process(es)")
+                         f"{cfg.batch_size} (the global batch of one step)")
     sampler = _ResumableSampler(base)
     gen = torch.Generator()  # worker seeds come from here, not from the global RNG we checkpoint
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+    loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.num_workers, pin_memory=cuda,
                         persistent_workers=cfg.num_workers > 0, generator=gen)
 
     def batches(start: int) -> Iterator[dict[str, Any]]:
         epoch, skip = divmod(start, steps_per_epoch)
         while True:
-            sampler.set_epoch(epoch, skip * cfg.batch_size)
+            sampler.set_epoch(epoch, skip * local_batch)  # the samples of this rank's shard
             gen.manual_seed(((cfg.seed * 1_000_003 + epoch) * 4096 + rank) % 2**63)
             yield from loader
             epoch, skip = epoch + 1, 0
@@ -441,7 +459,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                 sums[k] += v
             n_sum += 1
             now = time.perf_counter()
-            rate = cfg.batch_size * world / max(now - t_last, 1e-9)
+            rate = cfg.batch_size / max(now - t_last, 1e-9)  # all ranks' images of the step
             img_s = rate if img_s == 0 else 0.9 * img_s + 0.1 * rate
             t_last = now
             bar.update(1)
@@ -451,7 +469,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                 log_line()
 
             if step % val_every == 0 or step == cfg.steps:
-                val_psnr = _validate(task, val_loader, dev, amp, channels_last)
+                val_psnr = _validate(task, val_loader, dev, amp, channels_last, cfg.val_tile, cfg.val_overlap)
                 metrics = {"train_loss": sums["loss"] / n_sum, "val_psnr": val_psnr}
                 if live is not None:
                     live.step = step  # the x axis is optimizer steps, also across resumes

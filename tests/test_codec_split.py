@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from caisp import CaispError
+from caisp.data import store
 from caisp.data.codec import SUBSAMPLING, decode_jpeg, encode_all, encode_jpeg, jpeg_roundtrip
 from caisp.data.split import make_split
 from caisp.metrics import bpp
@@ -74,16 +74,17 @@ def test_encode_all(tmp_path: Path) -> None:
     (rendered / "targets").mkdir(parents=True)
     shapes = {"b": (48, 80), "a": (64, 96), "stale": (32, 32)}
     for i, (stem, (h, w)) in enumerate(shapes.items()):
-        Image.fromarray(_photo(h, w, seed=i)).save(rendered / "targets" / f"{stem}.png")
+        store.write_array(rendered / "targets" / f"{stem}.npy", _photo(h, w, seed=i))
     # The manifest decides which targets count: "stale" is left over from an earlier run.
     (rendered / "manifest.json").write_text(json.dumps({"images": [{"stem": "a"}, {"stem": "b"}]}))
     out = tmp_path / "jpeg" / "qf50"
     out.mkdir(parents=True)
     (out / "old.jpg").write_bytes(b"old")
+    (out / "old.npy").write_bytes(b"old")
     df = encode_all(rendered, out, qf=50, subsampling="4:2:0")
     assert list(df.columns) == ["stem", "height", "width", "bytes", "bpp"]
     assert list(df["stem"]) == ["a", "b"]
-    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.jpg", "bpp.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.npy", "b.jpg", "b.npy", "bpp.csv"]
     csv = pd.read_csv(out / "bpp.csv")
     pd.testing.assert_frame_equal(csv, df, check_dtype=False)
     for row in csv.itertuples():
@@ -92,6 +93,7 @@ def test_encode_all(tmp_path: Path) -> None:
         assert (row.height, row.width) == shapes[row.stem]
         assert row.bpp == pytest.approx(8 * len(data) / (row.height * row.width))
         assert data == encode_jpeg(_photo(row.height, row.width, seed=list(shapes).index(row.stem)), 50)
+        assert np.array_equal(np.load(out / f"{row.stem}.npy"), decode_jpeg(data))  # what crops read
     with pytest.raises(CaispError, match="quality"):
         encode_all(rendered, out, qf=0)
 
@@ -152,7 +154,7 @@ def test_encode_all_parallel_matches_serial(tmp_path: Path) -> None:
     rendered = tmp_path / "rendered"
     (rendered / "targets").mkdir(parents=True)
     for i in range(3):
-        Image.fromarray(_photo(32, 48, seed=i)).save(rendered / "targets" / f"im{i}.png")
+        store.write_array(rendered / "targets" / f"im{i}.npy", _photo(32, 48, seed=i))
     serial = encode_all(rendered, tmp_path / "s", qf=80, subsampling="4:4:4")
     parallel = encode_all(rendered, tmp_path / "p", qf=80, subsampling="4:4:4", workers=2)
     pd.testing.assert_frame_equal(serial, parallel)

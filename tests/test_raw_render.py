@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from caisp import CaispError
+from caisp.data import store
 from caisp.data.raw import RawError, read_raw
 from caisp.data.render import RenderSettings, render_all, render_one
 
@@ -73,12 +73,16 @@ def test_bad_files_raise_naming_file(bad_files: dict[str, Path], name: str) -> N
 def test_render_one_outputs_align(tmp_path: Path, raw_samples: Path) -> None:
     entry = render_one(raw_samples / DC50, tmp_path)
     stem = Path(DC50).stem
-    target = np.asarray(Image.open(tmp_path / "targets" / f"{stem}.png"))
-    npz = np.load(tmp_path / "mosaics" / f"{stem}.npz")
-    assert set(npz.files) == {"mosaic", "cfa", "wb", "daylight_wb", "rgb_cam", "flip", "black", "white"}
-    assert target.dtype == np.uint8 and target.shape == (*npz["mosaic"].shape, 3)
-    assert str(npz["cfa"]) == "GRBG" and int(npz["flip"]) == 0
-    assert npz["white"].dtype == np.float32 and npz["wb"].dtype == np.float32
+    target = np.load(tmp_path / "targets" / f"{stem}.npy")
+    data = np.load(tmp_path / "mosaics" / f"{stem}.npy")
+    meta = store.read_meta(tmp_path / "meta" / f"{stem}.json")
+    assert set(meta) >= {"cfa", "wb", "daylight_wb", "rgb_cam", "flip", "black", "white", "camera"}
+    assert data.dtype == np.uint16 and target.dtype == np.uint8 and target.shape == (*data.shape, 3)
+    assert meta["cfa"] == "GRBG" and meta["flip"] == 0 and meta["black"].shape == (2, 2)
+    # The stored sensor values, normalised per window, give LibRaw-side read_raw's mosaic bit for bit.
+    img = read_raw(raw_samples / DC50)
+    assert np.array_equal(store.RenderedImage(tmp_path, stem).mosaic(), img.mosaic)
+    assert np.array_equal(meta["wb"], img.wb) and np.array_equal(meta["rgb_cam"], img.rgb_cam)
     assert entry == {"stem": stem, "file": DC50, "source": stem, "camera": entry["camera"], "height": 512,
                      "width": 768, "cfa": "GRBG", "flip": 0}
 
@@ -110,7 +114,7 @@ def mixed_dir(tmp_path: Path, raw_samples: Path, bad_files: dict[str, Path]) -> 
 def test_render_all_skips_bad(tmp_path: Path, mixed_dir: Path, capsys) -> None:
     out = tmp_path / "rendered"
     (out / "targets").mkdir(parents=True)
-    (out / "targets" / "stale.png").write_bytes(b"old")
+    (out / "targets" / "stale.npy").write_bytes(b"old")
     manifest = render_all(mixed_dir, out, workers=2, progress=False)
     assert [e["stem"] for e in manifest["images"]] == [Path(CANON).stem, Path(DC50).stem]
     skipped = {s["file"]: s["reason"] for s in manifest["skipped"]}
@@ -121,10 +125,9 @@ def test_render_all_skips_bad(tmp_path: Path, mixed_dir: Path, capsys) -> None:
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert manifest["settings"]["user_flip"] == 0 and manifest["settings"]["use_camera_wb"] is True
     assert sorted(p.name for p in (out / "targets").iterdir()) == [
-        f"{Path(CANON).stem}.png", f"{Path(DC50).stem}.png"]
+        f"{Path(CANON).stem}.npy", f"{Path(DC50).stem}.npy"]
     canon = next(e for e in manifest["images"] if e["file"] == CANON)
-    with Image.open(out / "targets" / f"{canon['stem']}.png") as im:
-        assert im.size == (canon["width"], canon["height"])
+    assert np.load(out / "targets" / f"{canon['stem']}.npy").shape == (canon["height"], canon["width"], 3)
 
 
 def test_render_all_fail_names_file(tmp_path: Path, raw_samples: Path, bad_files) -> None:
@@ -163,6 +166,6 @@ def test_render_synthetic_dng(tmp_path: Path) -> None:
     # adjust_maximum_thr=0: LibRaw's white-level guess is the one step write_dng cannot invert.
     entry = render_one(path, tmp_path / "out", RenderSettings(extra={"adjust_maximum_thr": 0.0}))
     assert (entry["height"], entry["width"], entry["flip"]) == (64, 96, 6)
-    target = np.asarray(Image.open(tmp_path / "out" / "targets" / "synth.png")).astype(int)
+    target = np.load(tmp_path / "out" / "targets" / "synth.npy").astype(int)
     err = np.abs(target - rgb)[4:-4, 4:-4]  # borders: demosaicking has no neighbours there
     assert err.mean() < 1.0 and err.max() <= 8

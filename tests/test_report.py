@@ -29,8 +29,11 @@ def _summary(qf: int, variant: str, frozen: bool, d: float) -> dict:
 
 def _inputs() -> dict:
     cas = {"qf80-unet": {"qf": 80, "variant": "unet", "psnr": 41.234, "ssim": 0.97, "psnr_identity": 38.5,
-                         "ssim_identity": 0.95},
-           "qf90-kornia": {"qf": 90, "variant": "kornia", "psnr": 40.0, "ssim": 0.96}}
+                         "ssim_identity": 0.95,
+                         "gate": {"val_margin_db": 2.7, "gate_db": 0.1, "passed": True, "n_val": 2}},
+           "qf90-kornia": {"qf": 90, "variant": "kornia", "psnr": 40.0, "ssim": 0.96},
+           "qf90-unet": {"qf": 90, "variant": "unet", "psnr": 43.0, "ssim": 0.97, "psnr_identity": 43.0,
+                         "gate": {"val_margin_db": 0.004, "gate_db": 0.1, "passed": False, "n_val": 2}}}
     isp = {"aware-qf90-unet": _summary(90, "unet", True, 1.25),
            "aware-unfrozen-qf90-acn": _summary(90, "acn", False, 0.5)}
     ablation = pd.DataFrame([{"qf": 80, "variant": "djs", "lambda_isp": 1.0, "lambda_comp": 0.1,
@@ -69,7 +72,11 @@ def test_report_has_tables_paper_values_and_figures(tmp_path):
         assert paper in text
     # Our numbers land in the right cells; identity baseline row; kornia has no paper value.
     assert "41.23 / 0.9700" in text and "38.50 / 0.9500" in text
-    assert "| 90 | kornia | 40.00 / 0.9600 | n/a |" in text
+    assert "| 90 | kornia | 40.00 / 0.9600 | — | n/a |" in text
+    # The simulator gate: its margin in Table 1, and the headline flags the aware run that used it.
+    assert "| 80 | U-Net | 41.23 / 0.9700 | +2.70 dB, passed |" in text
+    assert "+0.00 dB, **FAILED** (< 0.10 dB)" in text
+    assert text.count("Simulator failed the gate") == 1
     assert "| 90 | compression-aware | yes | U-Net | 35.25 / 0.550 | 0.00 | 37.22 / 0.904 |" in text
     assert "| 90 | pretrained ISP (L_isp only; the paper's baseline) |  |  | 33.90 / 0.550 | — | 35.88 / 0.900 |" in text
     assert "| 90 | 0.550 | 45.00 | fine-tuned control (λ_comp = 0) | 41.50 | 34.00 | 33.00 | 0.550 |  |" in text

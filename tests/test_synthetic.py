@@ -174,7 +174,7 @@ def test_lens_blur_lowers_detail_and_bpp(tmp_path: Path) -> None:
     for blur in (0.0, 2.0):
         path = S.write_dng(tmp_path / f"b{blur}.dng", img, blur=blur, noise=False)
         entry = render_one(path, tmp_path / f"r{blur}")
-        y = np.asarray(Image.open(tmp_path / f"r{blur}" / "targets" / f"{entry['stem']}.png"))
+        y = np.load(tmp_path / f"r{blur}" / "targets" / f"{entry['stem']}.npy")
         sizes[blur] = len(encode_jpeg(y, 80, "4:2:0"))
     assert sizes[2.0] < 0.8 * sizes[0.0]
     with pytest.raises(CaispError, match="blur"):

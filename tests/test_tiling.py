@@ -95,3 +95,58 @@ def test_isp_net_tiled_close_to_untiled():
         full = net(img)
     tiled = run_tiled(net, img, 96, 32)
     assert (tiled - full).abs().max().item() < 0.5 / 255
+
+
+@pytest.fixture(scope="module")
+def trained_isp_net() -> tuple[nn.Module, torch.Tensor]:
+    """A base-8 ISP-Net (the paper's plain U-Net with channel attention) trained for 200 steps to
+    render a photo from its linear, colour-cast version, and that input (~4 s on 2 CPU cores).
+    Random weights would not do: their attention is near-uniform, so per-tile pooling costs little."""
+    from caisp.data.synthetic import load_photos
+    from caisp.models import build
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    img = next(p for name, _, p in load_photos(kodak=False) if name == "astronaut")
+    y = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    x = y ** 2.2 * torch.tensor([0.6, 1.0, 0.8])[:, None, None]
+    net = build("isp_net", base_width=8)
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    for _ in range(200):
+        i, j = (16 * int(v) for v in torch.randint(0, (512 - 64) // 16, (2,), generator=g))
+        loss = (net(x[..., i : i + 64, j : j + 64]) - y[..., i : i + 64, j : j + 64]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2  # it learned something
+    return net.eval(), x
+
+
+def test_trained_isp_net_tiled_equals_whole_image(trained_isp_net) -> None:
+    """Issue 10: tiles with the whole image's channel-attention statistics give the whole-image
+    output within 0.5/255 for a trained net, where per-tile attention is off by several levels."""
+    net, x = trained_isp_net
+    with torch.no_grad():
+        whole = net(x)
+    exact = run_tiled(net, x, 256, 64, model=net)
+    per_tile = run_tiled(net, x, 256, 64)  # no model: each tile pools its own features
+    assert exact.shape == whole.shape
+    assert (exact - whole).abs().max().item() < 0.5 / 255
+    assert (per_tile - whole).abs().max().item() > 2 / 255  # what the first pass fixes
+    assert (exact - whole).abs().mean() < (per_tile - whole).abs().mean() / 50
+
+
+def test_tiled_attention_pads_like_the_network(trained_isp_net) -> None:
+    """Sides that are no multiple of 16 are padded as the network pads them; more statistics passes
+    converge to the same output; the attention layers are left as they were."""
+    net, x = trained_isp_net
+    x = x[..., :500, :470]
+    with torch.no_grad():
+        whole = net(x)
+    one = run_tiled(net, x, 256, 64, model=net)
+    two = run_tiled(net, x, 256, 64, model=net, stats_passes=2)
+    assert one.shape == whole.shape
+    assert (one - whole).abs().max().item() < 0.5 / 255 and (two - whole).abs().max().item() < 0.5 / 255
+    from caisp.models.unet import ChannelAttention
+
+    assert all(m.pool is None for m in net.modules() if isinstance(m, ChannelAttention))

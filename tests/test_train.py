@@ -84,6 +84,18 @@ class RoundCas(nn.Module):
         return (q + (q.round() - q).detach()) / 16
 
 
+class RecordingIsp(IspTask):
+    """IspTask that records the sample indices of every training batch it is given."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net)
+        self.seen: list[list[int]] = []
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        self.seen.append([int(stem[3:]) for stem in batch["stem"]])
+        return super().forward(batch)
+
+
 class ExplodingCas(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise AssertionError("the CAS must not run when lambda_comp == 0")
@@ -422,6 +434,92 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert r0["res"]["val_psnr"] == r1["res"]["val_psnr"]  # all-reduced over both shards
     assert (tmp_path / "state0.pt").is_file() and not (tmp_path / "state1.pt").exists()
     assert (tmp_path / "live0" / "metrics.json").is_file() and not (tmp_path / "live1").exists()
+
+
+TORCHRUN_WORKER = """
+import os, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from test_train import Interrupt, Pix, RecordingIsp, SynthSet, cfg
+from caisp import CaispError
+from caisp.train import fit, setup_distributed
+
+# One process group for all the fits below (fit leaves a group it did not create in place).
+assert setup_distributed("gloo")
+rank, out = int(os.environ["RANK"]), Path(sys.argv[1])
+data = SynthSet(14, augment=True)  # 7 samples a rank: 3 steps of 2, one left over, per epoch
+
+def run(state, stop_at=None):
+    torch.manual_seed(100 + rank)  # different initial weights: DDP must start from rank 0's
+    task = RecordingIsp(Pix(dropout=0.2))
+    def on_step(step, logs):
+        if step == stop_at:
+            raise Interrupt
+    # state at step 4: part-way into the second epoch, so the resume skips 2 samples a rank
+    c = cfg(steps=7, batch_size=4, ckpt_every=4, state_path=out / state)
+    try:
+        fit(task, data, None, c, on_step=on_step)
+    except Interrupt:
+        pass
+    return task
+
+full = run("full.pt")
+run("run.pt", stop_at=5)
+resumed = run("run.pt")  # from the interrupted run's state
+try:
+    fit(RecordingIsp(Pix()), data, None, cfg(steps=1, batch_size=3))
+    error = ""
+except CaispError as e:
+    error = str(e)
+torch.save({"seen": full.seen, "weights": full.state_dict(), "resumed_seen": resumed.seen,
+            "resumed_weights": resumed.state_dict(), "error": error}, out / f"result{rank}.pt")
+"""
+
+
+def test_torchrun_splits_the_global_batch(tmp_path: Path) -> None:
+    """batch_size is the global batch: under torchrun each rank loads batch_size / 2 samples, the
+    ranks' samples of a step are disjoint and together those of a one-process run; resume is exact."""
+    script = tmp_path / "worker.py"
+    script.write_text(TORCHRUN_WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")
+    r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in range(2))
+
+    # The same run in one process: the reference global batches.
+    single = RecordingIsp(Pix())
+    fit(single, SynthSet(14), None, cfg(steps=7, batch_size=4))
+    assert all(len(b) == 4 for b in single.seen) and len(single.seen) == 7
+
+    for r in (r0, r1):
+        assert len(r["seen"]) == 7 and all(len(b) == 2 for b in r["seen"])
+    for a, b, ref in zip(r0["seen"], r1["seen"], single.seen):
+        assert not set(a) & set(b)
+        assert sorted(a + b) == sorted(ref)
+    assert sum(len(b) for r in (r0, r1) for b in r["seen"]) == 7 * 4
+    assert same(r0["weights"], r1["weights"])
+
+    # Resumed at step 4 of 7 (interrupted after 5): the batches and weights of the full run.
+    for r in (r0, r1):
+        assert r["resumed_seen"] == r["seen"][4:]
+        assert same(r["resumed_weights"], r["weights"])
+    for r in (r0, r1):
+        assert "batch_size 3 is the global batch and must be divisible by the 2 processes" in r["error"]
+
+
+def test_indivisible_batch_size_is_an_error(monkeypatch) -> None:
+    import caisp.train
+
+    monkeypatch.setattr(caisp.train, "get_world_size", lambda: 3)
+    with pytest.raises(CaispError, match="batch_size 4 is the global batch and must be divisible "
+                                         "by the 3 processes of torchrun"):
+        fit(IspTask(Pix()), SynthSet(8), None, cfg(batch_size=4))
 
 
 def test_same_inputs_give_bit_identical_models() -> None:

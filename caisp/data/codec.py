@@ -66,36 +66,41 @@ def jpeg_roundtrip(img: np.ndarray, qf: int, subsampling: str = "4:2:0") -> tupl
 
 
 def _load_target(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                raise CaispError(f"{path}: target must be 8-bit RGB, got PIL mode {im.mode}")
-            return np.asarray(im)
-    except OSError as exc:
-        raise CaispError(f"{path}: cannot read target ({exc})") from None
+    from caisp.data.store import read_window
+
+    img = read_window(path)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise CaispError(f"{path}: target must be an HxWx3 uint8 array, got {img.dtype} {img.shape}")
+    return img
 
 
 def _encode_task(src: Path, dst: Path, qf: int, subsampling: str) -> tuple[int, int, int]:
+    """The JPEG file (its bytes are the BPP) and its decoded pixels beside it (`<stem>.npy`), which
+    training crops read without decoding the whole file."""
+    from caisp.data.store import write_array
+
     img = _load_target(src)
     data = encode_jpeg(img, qf, subsampling)
+    write_array(dst.with_suffix(".npy"), decode_jpeg(data))
     write_bytes(dst, data)
     return img.shape[0], img.shape[1], len(data)
 
 
 def _target_stems(rendered_dir: Path) -> list[str]:
-    """Stems from the render manifest (so stale targets are ignored), else every targets/*.png."""
+    """Stems from the render manifest (so stale targets are ignored), else every targets/*.npy."""
     manifest = rendered_dir / "manifest.json"
     if manifest.is_file():
         try:
             return sorted(e["stem"] for e in json.loads(manifest.read_text())["images"])
         except (ValueError, KeyError, TypeError) as exc:
             raise CaispError(f"{manifest}: bad render manifest ({exc})") from None
-    return sorted(p.stem for p in (rendered_dir / "targets").glob("*.png"))
+    return sorted(p.stem for p in (rendered_dir / "targets").glob("*.npy"))
 
 
 def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qf: int,
                subsampling: str = "4:2:0", workers: int = 1) -> "pd.DataFrame":
-    """JPEG-encode every rendered target into `out_dir/<stem>.jpg` and write `out_dir/bpp.csv`."""
+    """JPEG-encode every rendered target into `out_dir/<stem>.jpg` (+ its decoded `<stem>.npy`) and
+    write `out_dir/bpp.csv`."""
     # Heavy imports (pandas; torch via metrics) stay here: spawned workers only import this module.
     import pandas as pd
 
@@ -109,14 +114,14 @@ def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, q
     stems = _target_stems(rendered_dir)
     if not stems:
         raise CaispError(f"{rendered_dir}: no rendered targets to encode")
-    srcs = [rendered_dir / "targets" / f"{s}.png" for s in stems]
+    srcs = [rendered_dir / "targets" / f"{s}.npy" for s in stems]
     for src in srcs:
         if not src.is_file():
             raise CaispError(f"{src}: target listed in the manifest is missing")
     dsts = [out_dir / f"{s}.jpg" for s in stems]
     n = len(stems)
     if workers > 1 and n > 1:
-        # Threads, not processes: Pillow releases the GIL while it decodes PNG and encodes JPEG, and a
+        # Threads, not processes: Pillow releases the GIL while it encodes and decodes JPEG, and a
         # thread pool starts in microseconds where a spawned process pool costs ~0.5 s.
         from concurrent.futures import ThreadPoolExecutor
 
@@ -126,7 +131,7 @@ def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, q
         sizes = [_encode_task(s, d, qf, subsampling) for s, d in zip(srcs, dsts)]
 
     keep = set(stems)
-    for p in out_dir.glob("*.jpg"):  # drop JPEGs of images no longer rendered
+    for p in [*out_dir.glob("*.jpg"), *out_dir.glob("*.npy")]:  # drop images no longer rendered
         if p.stem not in keep:
             p.unlink()
     df = pd.DataFrame({"stem": stems, "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],

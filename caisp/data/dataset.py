@@ -7,50 +7,75 @@ flips and 90-degree rotations map that grid onto itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from caisp import CaispError
 from caisp.data.bayer import (apply_colour_matrix, check_cfa, check_input_norm, demosaic_bilinear,
                               normalise_mosaic)
+from caisp.data.store import RenderedImage
 
 GRID = 16
 
 
-@dataclass
-class _Image:
-    mosaic: Tensor             # float32 (H, W), WB applied and clipped unless input_norm == "none"
-    cfa: str
-    rgb_cam: Tensor | None     # (3, 3) applied after demosaicing when input_norm == "camera"
-    srgb: np.ndarray           # uint8 (H, W, 3)
-    jpeg: np.ndarray | None    # uint8 (H, W, 3)
+Augment = tuple[int, int, int]  # (flip rows, flip columns, quarter turns counter-clockwise)
+NO_AUGMENT: Augment = (0, 0, 0)
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy needs one
-    except OSError as e:
-        raise CaispError(f"{path}: cannot read image ({e})") from e
+def _augment(a: np.ndarray, aug: Augment) -> np.ndarray:
+    """Flip and rotate the first two axes of `a` (a view; np.rot90 turns like torch.rot90)."""
+    flip_v, flip_h, rot = aug
+    if flip_v:
+        a = a[::-1]
+    if flip_h:
+        a = a[:, ::-1]
+    return np.rot90(a, rot, axes=(0, 1))
 
 
-def _demosaic_window(mosaic: Tensor, cfa: str, y0: int, x0: int, h: int, w: int) -> Tensor:
-    """demosaic_bilinear(mosaic)[:, y0:y0+h, x0:x0+w], computed on a window only.
+def _augment_box(y: int, x: int, h: int, w: int, H: int, W: int, aug: Augment) -> tuple[int, int, int, int]:
+    """Where the box (y, x, h, w) of an H x W array lands after `_augment`: (y, x, h, w)."""
+    flip_v, flip_h, rot = aug
+    if flip_v:
+        y = H - y - h
+    if flip_h:
+        x = W - x - w
+    for _ in range(rot):  # np.rot90: new[i, j] = old[j, W - 1 - i]
+        y, x, h, w, H, W = W - x - w, y, w, h, W, H
+    return y, x, h, w
+
+
+def _raw_window(img: RenderedImage, y0: int, x0: int, h: int, w: int, input_norm: str,
+                aug: Augment = NO_AUGMENT) -> Tensor:
+    """The ISP input of the crop, augmented: `aug` applied to
+    demosaic_bilinear(normalised mosaic)[:, y0:y0+h, x0:x0+w], read and computed on a window only.
 
     y0, x0 are even, and so is the 2-pixel margin: the window keeps the CFA phase. Crop pixels get
     their real neighbours from the margin, or the same reflect padding as the full image at its border.
+    The flips and turns are applied to the one-channel mosaic window before demosaicing, with the CFA
+    pattern turned alike (the window's sides are even): bilinear demosaicing is symmetric, so this
+    equals augmenting its three-channel output, at a third of the memory traffic.
     """
-    H, W = mosaic.shape
+    H, W = img.shape
     top, left = max(y0 - 2, 0), max(x0 - 2, 0)
-    window = mosaic[top : min(y0 + h + 2, H), left : min(x0 + w + 2, W)]
-    return demosaic_bilinear(window, cfa)[:, y0 - top : y0 - top + h, x0 - left : x0 - left + w]
+    bottom, right = min(y0 + h + 2, H), min(x0 + w + 2, W)
+    meta = img.meta
+    cfa = check_cfa(meta["cfa"])
+    m = normalise_mosaic(img.mosaic(top, left, bottom - top, right - left), cfa, meta["wb"], input_norm)
+    if aug != NO_AUGMENT:
+        cfa = "".join(_augment(np.array(list(cfa)).reshape(2, 2), aug).ravel())
+        y, x, h, w = _augment_box(y0 - top, x0 - left, h, w, bottom - top, right - left, aug)
+        m = torch.from_numpy(np.ascontiguousarray(_augment(m.numpy(), aug)))
+    else:
+        y, x = y0 - top, x0 - left
+    raw = demosaic_bilinear(m, cfa)[:, y : y + h, x : x + w]
+    if input_norm == "camera":
+        raw = apply_colour_matrix(raw, torch.from_numpy(meta["rgb_cam"]))
+    return raw
 
 
 class RawRGBDataset(Dataset):
@@ -64,9 +89,9 @@ class RawRGBDataset(Dataset):
     (the same for all outputs) when `train`, else the centre crop snapped down to the grid. An image
     smaller than p gives the largest square multiple of 16 that fits (its side is then < p, so such
     images do not batch with others). `repeat` visits every image `repeat` times per epoch.
-    cache=True keeps the WB-normalised mosaic (float32) and the 8-bit images in memory (per process,
-    so per DataLoader worker); the demosaic is computed per item on the crop's window, which equals
-    cropping a full-image demosaic.
+    Every item reads its crop's window from the memory-mapped arrays of `caisp.data.store` and
+    computes the demosaic on that window (equal to cropping a full-image demosaic): O(crop) work and
+    memory per item, and nothing cached per process, so DataLoader workers stay small on any data set.
     """
 
     def __init__(
@@ -79,7 +104,6 @@ class RawRGBDataset(Dataset):
         train: bool = True,
         input_norm: str = "camera",
         repeat: int = 1,
-        cache: bool = True,
     ) -> None:
         if patch is not None and (
             isinstance(patch, bool) or not isinstance(patch, int) or patch <= 0 or patch % GRID
@@ -92,52 +116,20 @@ class RawRGBDataset(Dataset):
         self.jpeg_dir = None if jpeg_dir is None else Path(jpeg_dir)
         self.stems = list(stems)
         self.patch, self.train, self.input_norm = patch, train, input_norm
-        self.repeat, self.cache = repeat, cache
-        self._cache: dict[str, _Image] = {}
-        for stem in self.stems:
-            for path in self._paths(stem):
-                if path is not None and not path.is_file():
-                    raise CaispError(f"{path}: missing (image {stem!r})")
-
-    def _paths(self, stem: str) -> tuple[Path, Path, Path | None]:
-        jpeg = None if self.jpeg_dir is None else self.jpeg_dir / f"{stem}.jpg"
-        return self.rendered_dir / "mosaics" / f"{stem}.npz", self.rendered_dir / "targets" / f"{stem}.png", jpeg
+        self.repeat = repeat
+        # Paths and metadata only (a few hundred bytes an image): pixels are read per item.
+        self.images = [RenderedImage(self.rendered_dir, stem, self.jpeg_dir) for stem in self.stems]
 
     def __len__(self) -> int:
         return len(self.stems) * self.repeat
 
-    def _load(self, stem: str) -> _Image:
-        if stem in self._cache:
-            return self._cache[stem]
-        npz_path, png_path, jpg_path = self._paths(stem)
-        try:
-            with np.load(npz_path, allow_pickle=False) as z:
-                mosaic, cfa, wb = z["mosaic"].astype(np.float32), str(z["cfa"]), z["wb"]
-                rgb_cam = z["rgb_cam"] if self.input_norm == "camera" else None
-        except (OSError, KeyError, ValueError) as e:
-            raise CaispError(f"{npz_path}: not a caisp mosaic ({e})") from e
-        if mosaic.ndim != 2:
-            raise CaispError(f"{npz_path}: mosaic must be 2-D, got shape {mosaic.shape}")
-        try:
-            cfa = check_cfa(cfa)
-        except CaispError as e:
-            raise CaispError(f"{npz_path}: {e}") from e
-        m = normalise_mosaic(torch.from_numpy(mosaic), cfa, wb, self.input_norm)
-        srgb = _read_rgb(png_path)
-        jpeg = None if jpg_path is None else _read_rgb(jpg_path)
-        for name, img in (("target", srgb), ("jpeg", jpeg)):
-            if img is not None and img.shape[:2] != mosaic.shape:
-                raise CaispError(
-                    f"image {stem!r}: {name} is {img.shape[0]}x{img.shape[1]}, "
-                    f"mosaic is {mosaic.shape[0]}x{mosaic.shape[1]}"
-                )
-        if min(mosaic.shape) < GRID:
-            h, w = mosaic.shape
-            raise CaispError(f"image {stem!r}: {h}x{w} is smaller than {GRID}x{GRID}")
-        item = _Image(m, cfa, None if rgb_cam is None else torch.from_numpy(rgb_cam).float(), srgb, jpeg)
-        if self.cache:
-            self._cache[stem] = item
-        return item
+    def _image(self, index: int) -> RenderedImage:
+        img = self.images[index % len(self.images)]
+        H, W = img.shape
+        if min(H, W) < GRID:
+            raise CaispError(f"image {img.stem!r}: {H}x{W} is smaller than {GRID}x{GRID}")
+        check_cfa(img.meta["cfa"])
+        return img
 
     def _window(self, H: int, W: int) -> tuple[int, int, int, int]:
         """(y0, x0, h, w) of the crop, all multiples of 16."""
@@ -154,25 +146,17 @@ class RawRGBDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor | str]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        stem = self.stems[index % len(self.stems)]
-        img = self._load(stem)
-        y0, x0, h, w = self._window(*img.mosaic.shape)
-        raw = _demosaic_window(img.mosaic, img.cfa, y0, x0, h, w)
-        if img.rgb_cam is not None:
-            raw = apply_colour_matrix(raw, img.rgb_cam)
-        out: dict[str, Tensor] = {"raw": raw}
-        for key, arr in (("srgb", img.srgb), ("jpeg", img.jpeg)):
-            if arr is not None:
-                crop = torch.from_numpy(arr[y0 : y0 + h, x0 : x0 + w]).permute(2, 0, 1)
-                out[key] = crop.float().div_(255.0)
+        img = self._image(index)
+        y0, x0, h, w = self._window(*img.shape)
+        aug = NO_AUGMENT
         if self.train and self.patch is not None:
-            flip_v, flip_h, rot = torch.randint(2, (2,)).tolist() + [int(torch.randint(4, ()).item())]
-            for key, t in out.items():
-                if flip_v:
-                    t = t.flip(-2)
-                if flip_h:
-                    t = t.flip(-1)
-                out[key] = torch.rot90(t, rot, dims=(-2, -1))
-        result: dict[str, Tensor | str] = {k: v.contiguous() for k, v in out.items()}
-        result["stem"] = stem
-        return result
+            flip_v, flip_h = torch.randint(2, (2,)).tolist()
+            aug = (flip_v, flip_h, int(torch.randint(4, ()).item()))
+        out: dict[str, Tensor | str] = {"raw": _raw_window(img, y0, x0, h, w, self.input_norm, aug)}
+        for key, arr in (("srgb", img.target(y0, x0, h, w)), ("jpeg", img.jpeg(y0, x0, h, w))):
+            if arr is not None:  # flipped as 8-bit HWC, a quarter of the bytes of float32 CHW
+                chw = np.ascontiguousarray(_augment(arr, aug).transpose(2, 0, 1))
+                out[key] = torch.from_numpy(chw).float().div_(255.0)
+        out["raw"] = out["raw"].contiguous()
+        out["stem"] = img.stem
+        return out

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import io
 import multiprocessing
 import os
 import sys
@@ -17,7 +16,8 @@ import rawpy
 
 from caisp import CaispError
 from caisp.data.raw import RawError, open_raw, raw_image_from
-from caisp.io import write_bytes, write_json, write_npz, write_png
+from caisp.data import store
+from caisp.io import write_json
 
 # Forced by the pipeline: targets stay in sensor orientation (see DESIGN.md).
 _FIXED = {"user_flip": 0}
@@ -60,39 +60,33 @@ class RenderSettings:
         return kw
 
 
-def _write_target(path: Path, rgb: np.ndarray) -> None:
-    """PNG at zlib level 1 for 8-bit targets: ~3x faster than Pillow's default 6 for ~10% more bytes
-    (the PNG was render's hot spot); 16-bit ones go through caisp.io's own encoder."""
-    if rgb.dtype != np.uint8:
-        write_png(path, rgb)
-        return
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
-    write_bytes(path, buf.getvalue())
-
-
 def render_one(path: str | os.PathLike, out_dir: str | os.PathLike,
                settings: RenderSettings | None = None) -> dict[str, Any]:
-    """Render one raw into `targets/<stem>.png` + `mosaics/<stem>.npz`; returns its manifest entry."""
+    """Render one raw into the layout of `caisp.data.store` (mosaic, metadata, target); returns its
+    manifest entry."""
     settings = settings or RenderSettings()
     kwargs = settings.postprocess_kwargs()
     path, out_dir = Path(path), Path(out_dir)
     with open_raw(path) as raw:  # one LibRaw open serves both the mosaic and the rendering
         img = raw_image_from(raw, path, kwargs.get("adjust_maximum_thr", 0.75))
         visible = raw.raw_image_visible.shape
+        h, w = img.mosaic.shape
+        # The sensor's own values: a third of the float32 mosaic's bytes, normalised per crop by the
+        # dataset with the same arithmetic (store.normalise_raw), so windows come out bit-identical.
+        data = np.array(raw.raw_image_visible[:h, :w], dtype=np.uint16)
+        colors = raw.raw_colors_visible[:h, :w]
         rgb = raw.postprocess(**kwargs)
+    if not np.array_equal(colors, np.tile(colors[:2, :2], (h // 2, w // 2))):
+        raise RawError(path, "CFA colours do not repeat every 2x2 pixels (not a Bayer sensor)")
     if rgb.shape[:2] != visible:
         raise RawError(path, f"rendered size {rgb.shape[0]}x{rgb.shape[1]} differs from the raw's "
                              f"{visible[0]}x{visible[1]} (rotated or non-square-pixel sensor)")
-    h, w = img.mosaic.shape
-    rgb = np.ascontiguousarray(rgb[:h, :w])
     stem = path.stem
-    _write_target(out_dir / "targets" / f"{stem}.png", rgb)
-    write_npz(out_dir / "mosaics" / f"{stem}.npz", mosaic=img.mosaic, cfa=np.array(img.cfa),
-              wb=img.wb, daylight_wb=img.daylight_wb, rgb_cam=img.rgb_cam, flip=np.array(img.flip, np.int64),
-              black=img.black, white=np.array(img.white, np.float32))
+    store.write_array(out_dir / "targets" / f"{stem}.npy", rgb[:h, :w])
+    store.write_array(out_dir / "mosaics" / f"{stem}.npy", data)
+    store.write_meta(out_dir / "meta" / f"{stem}.json", cfa=img.cfa, black=img.black[colors[:2, :2]],
+                     white=float(img.white), wb=img.wb, daylight_wb=img.daylight_wb,
+                     rgb_cam=img.rgb_cam, flip=img.flip, camera=img.camera)
     # `source` (the photo or raw an image came from, which the split keeps in one subset) defaults to
     # the file itself; render_all overrides it for tiles of one synthetic photo.
     return {"stem": stem, "file": path.name, "source": stem, "camera": img.camera, "height": h, "width": w,
@@ -197,8 +191,8 @@ def render_all(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if not images:
         raise CaispError(f"{raw_dir}: no usable raw files (all {len(files)} skipped)")
     keep = {e["stem"] for e in images}
-    _remove_stale(out_dir / "targets", ".png", keep)
-    _remove_stale(out_dir / "mosaics", ".npz", keep)
+    for folder, suffix in (("targets", ".npy"), ("mosaics", ".npy"), ("meta", ".json")):
+        _remove_stale(out_dir / folder, suffix, keep)
     manifest = {"images": images, "skipped": skipped, "settings": settings.to_dict()}
     write_json(out_dir / "manifest.json", manifest)
     return manifest

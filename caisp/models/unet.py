@@ -9,6 +9,8 @@ decoder" each have their own resolution, and the four poolings need the bottlene
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,6 +42,9 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 8) -> None:
         super().__init__()
+        # Tiled inference (caisp.tiling) swaps the per-input mean for the whole image's: a callable
+        # (layer, x) -> (B, C, 1, 1) pooled features, set only for the duration of a tiled pass.
+        self.pool: Callable[[ChannelAttention, Tensor], Tensor] | None = None
         hidden = max(1, channels // reduction)
         self.fc = nn.Sequential(
             nn.Conv2d(channels, hidden, 1),
@@ -49,7 +54,8 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.fc(F.adaptive_avg_pool2d(x, 1))
+        pooled = F.adaptive_avg_pool2d(x, 1) if self.pool is None else self.pool(self, x).to(x.dtype)
+        return x * self.fc(pooled)
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
