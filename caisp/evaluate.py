@@ -9,10 +9,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from caisp import metrics
+from caisp.models.unet import pad_to_multiple
 
 Codec = tuple[Callable[..., bytes], Callable[[bytes], np.ndarray]]
 ISP_COLUMNS = ["model", "seed", "stem", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt", "psnr_gt"]
@@ -99,16 +99,6 @@ def evaluate_pair(pred_uint8: np.ndarray, target_uint8: np.ndarray, *, qf: int, 
 
 # --- ISP inference -----------------------------------------------------------------------------
 
-def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right only (keeps the 8x8 JPEG grid and the CFA phase at the top-left)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
 @torch.inference_mode()
 def run_model(model: nn.Module, image: torch.Tensor, *, device: str | torch.device, tile: int | None,
               overlap: int = 32, multiple: int = 16) -> torch.Tensor:
@@ -117,7 +107,8 @@ def run_model(model: nn.Module, image: torch.Tensor, *, device: str | torch.devi
     model.to(device).eval()
     x = image[None] if image.dim() == 3 else image
     h, w = x.shape[-2:]
-    x = _pad_to(x.to(device, torch.float32), multiple)
+    # Bottom/right only: the 8x8 JPEG grid and the CFA phase stay at the top-left.
+    x = pad_to_multiple(x.to(device, torch.float32), multiple)
     if tile is not None and max(x.shape[-2:]) > tile:
         from caisp.tiling import run_tiled
 

@@ -64,10 +64,10 @@ def _cuts(origins: list[int], length: int, tile: int) -> list[int]:
 class _WholeImagePool:
     """Channel-attention means of the whole image, gathered tile by tile.
 
-    While `record` is on, each attention layer adds the sum of its features over the part of the
-    image the current tile owns (each pixel counted once); `means()` divides by the whole feature
-    map's size, which is what a single pass pools. Layers see `fixed` means when given, else their
-    tile's own (a first pass)."""
+    While `owned` is set (a statistics pass), each attention layer adds the sum of its features over
+    the part of the image the current tile owns (each pixel counted once); `means()` divides by the
+    whole feature map's size, which is what a single pass pools. Layers see `fixed` means when given,
+    else their tile's own (a first pass)."""
 
     def __init__(self, fixed: dict[nn.Module, torch.Tensor] | None, height: int, width: int) -> None:
         self.fixed, self.height, self.width = fixed, height, width
@@ -137,7 +137,7 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
         for _ in range(stats_passes):
             pool = _WholeImagePool(fixed, H, W)
             with _pooling(layers, pool):
-                _blend(fn, padded, tile, overlap, out_channels, pool=pool)
+                _gather(fn, padded, tile, overlap, pool)
             fixed = pool.means(layers)
         with _pooling(layers, _WholeImagePool(fixed, H, W)):
             return _blend(fn, padded, tile, overlap, out_channels)[..., :h, :w]
@@ -154,37 +154,47 @@ def _pooling(layers: list[nn.Module], pool: _WholeImagePool) -> Iterator[None]:
             layer.pool = None
 
 
-def _blend(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
-           out_channels: int | None, pool: _WholeImagePool | None = None) -> torch.Tensor:
-    """One pass over the tiles, blended with raised-cosine windows. With `pool`, the pass only
-    gathers attention statistics (each tile told the part of the image it owns)."""
-    _, _, h, w = image.shape
+def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int, int, int, int, int]]:
+    """(iy, ix, y0, y1, x0, x1, ny, nx) of every tile, row by row; the last tile of a row or column
+    reaches the border."""
     ys, xs = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
-    cy, cx = _cuts(ys, h, tile), _cuts(xs, w, tile)
-    out: torch.Tensor | None = None
-    norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=image.device)
     for iy, y0 in enumerate(ys):
         y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
-        wy = ramp(y1 - y0, overlap, iy > 0, iy < len(ys) - 1).to(image.device)
         for ix, x0 in enumerate(xs):
             x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
-            if pool is not None:
-                pool.owned = (cy[iy] - y0, cy[iy + 1] - y0, cx[ix] - x0, cx[ix + 1] - x0)
-                pool.tile_size = (y1 - y0, x1 - x0)
-                fn(image[:, :, y0:y1, x0:x1])
-                continue
-            wx = ramp(x1 - x0, overlap, ix > 0, ix < len(xs) - 1).to(image.device)
-            pred = fn(image[:, :, y0:y1, x0:x1]).to(image.device, torch.float32)
-            if out is None:
-                c = out_channels if out_channels is not None else pred.shape[1]
-                out = torch.zeros(1, c, h, w, dtype=torch.float32, device=image.device)
-            if pred.shape[1] != out.shape[1] or pred.shape[2:] != (y1 - y0, x1 - x0):
-                raise ValueError(f"run_tiled: fn returned {tuple(pred.shape)} for a "
-                                 f"{y1 - y0}x{x1 - x0} tile, expected {out.shape[1]} channels, same size")
-            win = wy[:, None] * wx[None, :]
-            out[:, :, y0:y1, x0:x1].addcmul_(pred, win)
-            norm[:, :, y0:y1, x0:x1].add_(win)
-    if pool is not None:
-        return norm
+            yield iy, ix, y0, y1, x0, x1, len(ys), len(xs)
+
+
+def _gather(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
+            pool: _WholeImagePool) -> None:
+    """A statistics pass: every tile runs, told the part of the image it owns; outputs are dropped."""
+    _, _, h, w = image.shape
+    cy = _cuts(tile_origins(h, tile, overlap), h, tile)
+    cx = _cuts(tile_origins(w, tile, overlap), w, tile)
+    for iy, ix, y0, y1, x0, x1, _, _ in _tiles(h, w, tile, overlap):
+        pool.owned = (cy[iy] - y0, cy[iy + 1] - y0, cx[ix] - x0, cx[ix + 1] - x0)
+        pool.tile_size = (y1 - y0, x1 - x0)
+        fn(image[:, :, y0:y1, x0:x1])
+
+
+def _blend(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
+           out_channels: int | None) -> torch.Tensor:
+    """One pass over the tiles, blended with raised-cosine windows."""
+    _, _, h, w = image.shape
+    out: torch.Tensor | None = None
+    norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=image.device)
+    for iy, ix, y0, y1, x0, x1, ny, nx in _tiles(h, w, tile, overlap):
+        wy = ramp(y1 - y0, overlap, iy > 0, iy < ny - 1).to(image.device)
+        wx = ramp(x1 - x0, overlap, ix > 0, ix < nx - 1).to(image.device)
+        pred = fn(image[:, :, y0:y1, x0:x1]).to(image.device, torch.float32)
+        if out is None:
+            c = out_channels if out_channels is not None else pred.shape[1]
+            out = torch.zeros(1, c, h, w, dtype=torch.float32, device=image.device)
+        if pred.shape[1] != out.shape[1] or pred.shape[2:] != (y1 - y0, x1 - x0):
+            raise ValueError(f"run_tiled: fn returned {tuple(pred.shape)} for a "
+                             f"{y1 - y0}x{x1 - x0} tile, expected {out.shape[1]} channels, same size")
+        win = wy[:, None] * wx[None, :]
+        out[:, :, y0:y1, x0:x1].addcmul_(pred, win)
+        norm[:, :, y0:y1, x0:x1].add_(win)
     assert out is not None
     return out.div_(norm)

@@ -128,8 +128,7 @@ class RawRGBDataset(Dataset):
         H, W = img.shape
         if min(H, W) < GRID:
             raise CaispError(f"image {img.stem!r}: {H}x{W} is smaller than {GRID}x{GRID}")
-        check_cfa(img.meta["cfa"])
-        return img
+        return img  # its CFA is checked where it is used, in _raw_window
 
     def _window(self, H: int, W: int) -> tuple[int, int, int, int]:
         """(y0, x0, h, w) of the crop, all multiples of 16."""
