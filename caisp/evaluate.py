@@ -1,9 +1,10 @@
-"""Evaluation with real JPEG (Section IV-C/D/F): ISP outputs rounded to 8 bits, compressed by Pillow
-with the ground truth's settings, scored against the ground-truth JPEG; CAS fidelity against c(y)."""
+"""Evaluation with the real codec (Section IV-C/D/F): ISP outputs rounded to 8 bits, compressed by
+Pillow with the ground truth's settings, scored against the compressed ground truth; CAS fidelity
+against c(y). JPEG is the paper's codec; every operating point (`Point`) of another codec is scored
+the same way."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -14,15 +15,17 @@ from torch import nn
 from caisp import metrics
 from caisp.models.unet import pad_to_multiple
 
-Codec = tuple[Callable[..., bytes], Callable[[bytes], np.ndarray]]
-ISP_COLUMNS = ["model", "seed", "stem", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt", "psnr_gt"]
+Codec = tuple[Callable[[np.ndarray, int], bytes], Callable[[bytes], np.ndarray]]
+# `qf` is the quality on the codec's own scale (JPEG's quality factor, WebP's quality, ...).
+ISP_COLUMNS = ["model", "seed", "stem", "codec", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt",
+               "psnr_gt"]
 
 
-def _codec() -> Codec:
-    """(encode_jpeg, decode_jpeg); imported lazily so this module loads without the codec."""
-    from caisp.data.codec import decode_jpeg, encode_jpeg
+def _codec(codec: str = "jpeg", settings: Mapping[str, Any] | None = None) -> Codec:
+    """(encode(img, quality), decode(bytes)) of `codec` with `settings`; imported lazily."""
+    from caisp.data.codec import encoder
 
-    return encode_jpeg, decode_jpeg
+    return encoder(codec, dict(settings or {}))
 
 
 # --- metrics on 8-bit HxWx3 arrays -------------------------------------------------------------
@@ -56,10 +59,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 # --- one image ---------------------------------------------------------------------------------
 
-def _gt_jpeg(target: np.ndarray, qf: int, subsampling: str, codec: Codec,
-             target_jpeg_bytes: bytes | None, device) -> dict[str, Any]:
+def _gt_jpeg(target: np.ndarray, qf: int, codec: Codec, target_jpeg_bytes: bytes | None, device) -> dict[str, Any]:
     enc, dec = codec
-    data = target_jpeg_bytes if target_jpeg_bytes is not None else enc(target, qf, subsampling=subsampling)
+    data = target_jpeg_bytes if target_jpeg_bytes is not None else enc(target, qf)
     decoded = dec(data)
     if decoded.shape != target.shape:
         raise ValueError(f"ground-truth JPEG is {decoded.shape}, target is {target.shape}")
@@ -68,10 +70,10 @@ def _gt_jpeg(target: np.ndarray, qf: int, subsampling: str, codec: Codec,
             "psnr_gt": psnr_u8(decoded, target, device)}
 
 
-def _score(pred: np.ndarray, target: np.ndarray, gt: dict[str, Any], *, qf: int, subsampling: str,
+def _score(pred: np.ndarray, target: np.ndarray, gt: dict[str, Any], *, qf: int,
            codec: Codec, psnr_raw: float, with_ssim: bool, device) -> dict[str, float]:
     enc, dec = codec
-    data = enc(pred, qf, subsampling=subsampling)
+    data = enc(pred, qf)
     decoded = dec(data)
     h, w = pred.shape[:2]
     return {"psnr": psnr_u8(decoded, gt["decoded"], device),
@@ -91,9 +93,9 @@ def evaluate_pair(pred_uint8: np.ndarray, target_uint8: np.ndarray, *, qf: int, 
     if pred_uint8.shape != target_uint8.shape or pred_uint8.dtype != np.uint8 or target_uint8.dtype != np.uint8:
         raise ValueError(f"evaluate_pair wants two uint8 HxWx3 arrays of one shape, got "
                          f"{pred_uint8.dtype}{pred_uint8.shape} and {target_uint8.dtype}{target_uint8.shape}")
-    codec = _codec()
-    gt = _gt_jpeg(target_uint8, qf, subsampling, codec, target_jpeg_bytes, device)
-    return _score(pred_uint8, target_uint8, gt, qf=qf, subsampling=subsampling, codec=codec,
+    codec = _codec("jpeg", {"subsampling": subsampling})
+    gt = _gt_jpeg(target_uint8, qf, codec, target_jpeg_bytes, device)
+    return _score(pred_uint8, target_uint8, gt, qf=qf, codec=codec,
                   psnr_raw=psnr_u8(pred_uint8, target_uint8, device), with_ssim=with_ssim, device=device)
 
 
@@ -127,45 +129,51 @@ def isp_outputs(model: nn.Module, dataset: Sequence[dict], *, device: str | torc
         yield item["stem"], to_uint8(pred), to_uint8(item["srgb"])
 
 
-def _jpeg_file(jpeg_root: Path | None, qf: int, stem: str) -> bytes | None:
-    if jpeg_root is None:
-        return None
-    path = Path(jpeg_root) / f"qf{qf}" / f"{stem}.jpg"
-    return path.read_bytes() if path.is_file() else None
-
-
 def evaluate_isps(models: Mapping[str | tuple[str, int], nn.Module], dataset: Sequence[dict], *,
-                  qfs: Sequence[int], train_qf: int | Sequence[int], subsampling: str = "4:2:0",
+                  qfs: Sequence[int] = (), train_qf: int | Sequence[int] = (), subsampling: str = "4:2:0",
+                  points: Sequence[Any] | None = None, ssim_points: Sequence[Any] = (),
+                  settings: Mapping[str, Mapping[str, Any]] | None = None,
                   device: str | torch.device = "cpu", tile: int | None = None, overlap: int = 32,
-                  jpeg_root: Path | None = None, ssim_all_qfs: bool = False, workers: int = 1) -> pd.DataFrame:
-    """One row per (model, seed, stem, qf) over the QF sweep (the train_qf(s) always included).
+                  ssim_all_qfs: bool = False, workers: int = 1) -> pd.DataFrame:
+    """One row per (model, seed, stem, codec, qf) over the operating points.
+
+    `points` are `caisp.data.codec.Point`s (codec, quality), with `settings` {codec: encoder settings};
+    without them, JPEG over `qfs` and `train_qf` with `subsampling` (the train_qf(s) always included).
     `models` maps a label, or a (label, seed) pair for one seed of a configuration (seed -1 when
-    there is none), to its network. Each model runs once per image; the ground truth JPEG is encoded
-    once per (image, qf) and shared by all models. `jpeg_root` (data/jpeg) supplies the encode
-    stage's files where present. SSIM is computed at the train_qf(s) always, elsewhere (NaN) only if
-    `ssim_all_qfs`: it costs ~100x a JPEG round trip on CPU."""
+    there is none), to its network. Each model runs once per image; the compressed ground truth is
+    encoded once per (image, point) and shared by all models. SSIM is computed at the `ssim_points`
+    (JPEG: the train_qf(s)) always, elsewhere (NaN) only if `ssim_all_qfs`: it costs ~100x a JPEG round
+    trip on CPU."""
     from concurrent.futures import ThreadPoolExecutor
 
-    codec = _codec()
-    ssim_qfs = {int(train_qf)} if isinstance(train_qf, (int, np.integer)) else {int(q) for q in train_qf}
-    sweep = sorted(set(int(q) for q in qfs) | ssim_qfs)
+    from caisp.data.codec import Point
+
+    if points is None:
+        ssim_qfs = {int(train_qf)} if isinstance(train_qf, (int, np.integer)) else {int(q) for q in train_qf}
+        points = [Point("jpeg", q) for q in sorted(set(int(q) for q in qfs) | ssim_qfs)]
+        ssim_points = [Point("jpeg", q) for q in ssim_qfs]
+        settings = {"jpeg": {"subsampling": subsampling}}
+    settings = settings or {}
+    codecs = {c: _codec(c, settings.get(c)) for c in dict.fromkeys(pt.codec for pt in points)}
+    ssim_at = set(ssim_points)
     rows: list[dict[str, Any]] = []
-    # The codec work (a JPEG round trip per QF, at 12 MP ~0.2 s) runs in threads: Pillow and numpy
-    # release the GIL, and map keeps the QF order, so the rows do not depend on `workers`.
+    # The codec work (a round trip per point, for JPEG at 12 MP ~0.2 s) runs in threads: Pillow and
+    # numpy release the GIL, and map keeps the order of the points, so the rows do not depend on `workers`.
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i in range(len(dataset)):
             item = dataset[i]
             stem, target = item["stem"], to_uint8(item["srgb"])
-            gts = dict(zip(sweep, pool.map(lambda q: _gt_jpeg(target, q, subsampling, codec,
-                                                               _jpeg_file(jpeg_root, q, stem), device), sweep)))
+            gts = dict(zip(points, pool.map(lambda pt: _gt_jpeg(target, pt.quality, codecs[pt.codec], None, device),
+                                            points)))
             for key, model in models.items():
                 label, seed = key if isinstance(key, tuple) else (key, -1)
                 pred = to_uint8(run_model(model, item["raw"], device=device, tile=tile, overlap=overlap))
                 raw_psnr = psnr_u8(pred, target, device)
-                scores = pool.map(lambda q: _score(pred, target, gts[q], qf=q, subsampling=subsampling,
-                                                   codec=codec, psnr_raw=raw_psnr,
-                                                   with_ssim=ssim_all_qfs or q in ssim_qfs, device=device), sweep)
-                rows += [{"model": label, "seed": int(seed), "stem": stem, "qf": q, **s} for q, s in zip(sweep, scores)]
+                scores = pool.map(lambda pt: _score(pred, target, gts[pt], qf=pt.quality, codec=codecs[pt.codec],
+                                                    psnr_raw=raw_psnr, with_ssim=ssim_all_qfs or pt in ssim_at,
+                                                    device=device), points)
+                rows += [{"model": label, "seed": int(seed), "stem": stem, "codec": pt.codec, "qf": pt.quality, **sc}
+                         for pt, sc in zip(points, scores)]
     return pd.DataFrame(rows, columns=ISP_COLUMNS)
 
 
@@ -233,14 +241,17 @@ def summarize_cas(df: pd.DataFrame) -> dict[str, float | int | None]:
 # --- Figure 4 material -------------------------------------------------------------------------
 
 def make_example(title: str, gt: np.ndarray, agnostic_pred: np.ndarray, aware_pred: np.ndarray, *,
-                 qf: int, subsampling: str = "4:2:0", crop: int | None = 256) -> dict[str, Any]:
-    """JPEG both ISP outputs and crop the window where the aware model helps most (Figure 4)."""
-    enc, dec = _codec()
+                 qf: int, subsampling: str = "4:2:0", crop: int | None = 256, codec: str = "jpeg",
+                 settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Compress both ISP outputs (JPEG at `qf` by default) and crop the window where the aware model
+    helps most (Figure 4)."""
+    enc, dec = _codec(codec, settings if settings is not None else
+                      ({"subsampling": subsampling} if codec == "jpeg" else None))
     h, w = gt.shape[:2]
     out: dict[str, Any] = {"title": title}
     jpegs = {}
     for name, img in (("agnostic", agnostic_pred), ("aware", aware_pred)):
-        data = enc(img, qf, subsampling=subsampling)
+        data = enc(img, qf)
         jpegs[name] = dec(data)
         out[f"{name}_bpp"] = metrics.bpp(len(data), h, w)
     y0 = x0 = 0

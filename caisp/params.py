@@ -19,6 +19,8 @@ from caisp import CaispError
 
 CFA = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 CAS_VARIANTS = ("unet", "acn", "djs", "kornia")
+LEARNED_VARIANTS = ("unet", "acn")  # simulators trained on a codec's pairs; DJS and kornia model JPEG only
+X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 def _range(lo: float | None = None, hi: float | None = None) -> dict:
@@ -113,6 +115,7 @@ class TrainParams:
 class CasParams:
     variants: list[str] = field(default_factory=lambda: ["unet", "acn", "djs"])
     unfrozen: list[str] = field(default_factory=lambda: ["unet"])
+    codec_variants: list[str] = field(default_factory=lambda: ["unet", "acn"])
     residual: bool = True
     djs_terms: int = field(default=9, metadata=_range(0, 100))
     steps: int = field(default=300, metadata=_range(1))
@@ -148,10 +151,45 @@ class EvaluateParams:
 
 
 @dataclass
+class WebpParams:
+    sweep: list[int] = field(default_factory=lambda: [70, 75, 80, 85, 90])
+    method: int = field(default=4, metadata=_range(0, 6))   # libwebp effort: 0 fast .. 6 small
+
+
+@dataclass
+class AvifParams:
+    sweep: list[int] = field(default_factory=lambda: [50, 55, 60, 65, 70])
+    speed: int = field(default=6, metadata=_range(0, 10))   # libavif: 0 slow/small .. 10 fast
+    subsampling: Literal["4:2:0", "4:2:2", "4:4:4"] = "4:2:0"
+
+
+@dataclass
+class Jpeg2000Params:
+    sweep: list[int] = field(default_factory=lambda: [31, 34, 37, 40, 43])
+
+
+@dataclass
+class HeicParams:
+    sweep: list[int] = field(default_factory=lambda: [40, 45, 50, 55, 60])
+    preset: Literal[X265_PRESETS] = "fast"  # x265 speed preset (its default, medium, is ~3x slower here)
+
+
+@dataclass
+class CodecsParams:
+    """Codecs besides JPEG (JPEG's settings are encode.subsampling and evaluate.sweep_qfs): each one's
+    settings and its quality sweep for the rate-distortion curve (on its own quality scale)."""
+    webp: WebpParams = field(default_factory=WebpParams)
+    avif: AvifParams = field(default_factory=AvifParams)
+    jpeg2000: Jpeg2000Params = field(default_factory=Jpeg2000Params)
+    heic: HeicParams = field(default_factory=HeicParams)
+
+
+@dataclass
 class Params:
     lambda_isp: float = field(default=0.1, metadata=_range(0))
     lambda_comp: float = field(default=1.0, metadata=_range(0))
     qfs: list[int] = field(default_factory=lambda: [80, 90])
+    codec_points: list[str] = field(default_factory=list)
     seed: int = field(default=0, metadata=_range(0, 2**32 - 1))  # numpy's legacy seeding limit
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=_range(0, 2**32 - 1))
     data: DataParams = field(default_factory=DataParams)
@@ -164,10 +202,41 @@ class Params:
     isp: IspParams = field(default_factory=IspParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    codecs: CodecsParams = field(default_factory=CodecsParams)
 
     def __post_init__(self) -> None:
         _check_cross_field(self)
         _check_experiment(self)
+        try:
+            _check_codecs(self)
+        except CaispError as e:  # codec checks name the key; say it is a parameter, as the others do
+            raise e if str(e).startswith("params:") else CaispError(f"params: {e}") from None
+
+    @property
+    def points(self) -> list:
+        """Every training operating point: JPEG at each of `qfs`, then `codec_points`."""
+        from caisp.data.codec import Point
+
+        return [Point("jpeg", q) for q in self.qfs] + [Point.parse(t) for t in self.codec_points]
+
+    def codec_settings(self, codec: str) -> dict:
+        """Encoder settings of `codec` (everything in its section but the sweep)."""
+        if codec == "jpeg":
+            return {"subsampling": self.encode.subsampling}
+        return {k: v for k, v in to_dict(getattr(self.codecs, codec)).items() if k != "sweep"}
+
+    def sweep(self, codec: str) -> list[int]:
+        """Qualities of `codec`'s rate-distortion sweep, its training points included."""
+        base = self.evaluate.sweep_qfs if codec == "jpeg" else getattr(self.codecs, codec).sweep
+        return sorted(set(base) | {pt.quality for pt in self.points if pt.codec == codec})
+
+    @property
+    def eval_points(self) -> list:
+        """Where every ISP is evaluated: the sweep of each codec that has a training point."""
+        from caisp.data.codec import Point
+
+        codecs = dict.fromkeys(pt.codec for pt in self.points)
+        return [Point(c, q) for c in codecs for q in self.sweep(c)]
 
 
 def _fail(key: str, msg: str) -> typing.NoReturn:
@@ -294,6 +363,44 @@ def _check_experiment(p: Params) -> None:
         _fail("seeds", "must list at least one fine-tuning seed")
     if len(set(p.seeds)) != len(p.seeds):
         _fail("seeds", f"repeats a seed: {p.seeds}")
+
+
+def _check_codecs(p: Params) -> None:
+    """The codec axis: operating points besides JPEG, their simulators and every codec's sweep."""
+    from caisp.data.codec import CODECS, Point, check_quality
+
+    seen = set()
+    for i, text in enumerate(p.codec_points):
+        pt = Point.parse(text, key=f"codec_points[{i}]")
+        if pt.codec == "jpeg":
+            _fail(f"codec_points[{i}]", f"{text!r} is JPEG: JPEG's quality factors are `qfs`")
+        if pt in seen:  # DVC would build two stages of one name
+            _fail("codec_points", f"repeats the operating point {text!r}")
+        seen.add(pt)
+    for codec in CODECS:
+        if codec == "jpeg":
+            continue
+        sweep = getattr(p.codecs, codec).sweep
+        key = f"codecs.{codec}.sweep"
+        if not sweep:
+            _fail(key, "must list at least one quality")
+        for j, q in enumerate(sweep):
+            check_quality(codec, q, key=f"{key}[{j}]")
+        if len(set(sweep)) != len(sweep):
+            _fail(key, f"repeats a quality: {sweep}")
+    names = p.cas.codec_variants
+    for name in names:
+        if name not in LEARNED_VARIANTS:
+            _fail("cas.codec_variants", f"{name!r} cannot be trained for another codec (learned simulators: "
+                  f"{', '.join(LEARNED_VARIANTS)}; DJS and kornia model JPEG only)")
+    if len(set(names)) != len(names):
+        _fail("cas.codec_variants", f"repeats a CAS variant: {names}")
+    if p.codec_points:
+        if not names:
+            _fail("cas.codec_variants", "must list at least one learned simulator when codec_points is set")
+        for name in p.cas.unfrozen:  # the unfrozen matrix of the codec stages uses cas.unfrozen too
+            if name not in names:
+                _fail("cas.unfrozen", f"{name!r} is not in cas.codec_variants {names}, which codec_points use")
 
 
 def _yaml12():

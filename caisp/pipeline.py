@@ -1,8 +1,10 @@
 """What each DVC stage does, in terms of the library: params in, files out.
 
 `stages/*.py` are thin command-line wrappers around these functions; everything here takes the
-validated `Params` and the stage's matrix item (QF, CAS variant), so each is importable and testable.
-Paths below are the DVC outputs declared in dvc.yaml.
+validated `Params` and the stage's matrix item (operating point, CAS variant), so each is importable
+and testable. Paths below are the DVC outputs declared in dvc.yaml. An operating point
+(`caisp.data.codec.Point`) is a codec at one quality: JPEG at each of `qfs` (the paper), and the
+`codec_points` of the other codecs; its `name` (`qf80`, `webp-80`) names its files.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from caisp import CaispError, io
+from caisp.data.codec import Point
 from caisp.params import Params, to_dict
 
 RAW = Path("data/raw")
@@ -27,30 +30,38 @@ REPORTS = Path("reports")
 STATES = Path("checkpoints")
 
 
-def jpeg_dir(qf: int) -> Path:
-    return Path(f"data/jpeg/qf{qf}")
+def as_point(point: Point | int) -> Point:
+    """A Point; a bare int is a JPEG quality factor (the paper's codec)."""
+    return point if isinstance(point, Point) else Point("jpeg", int(point))
 
 
-def cas_path(qf: int, variant: str) -> Path:
-    return MODELS / "cas" / f"qf{qf}-{variant}.pt"
+def codec_dir(point: Point | int) -> Path:
+    """The encode stage's files at `point`: data/jpeg/qf80, data/codecs/webp-80."""
+    pt = as_point(point)
+    return Path(f"data/jpeg/{pt.name}") if pt.codec == "jpeg" else Path(f"data/codecs/{pt.name}")
+
+
+def cas_path(point: Point | int, variant: str) -> Path:
+    return MODELS / "cas" / f"{as_point(point).name}-{variant}.pt"
 
 
 CONTROLS = ("agnostic", "identity")
 
 
-def isp_path(kind: str, qf: int | None = None, variant: str | None = None,
+def isp_path(kind: str, point: Point | int | None = None, variant: str | None = None,
              seed: int | None = None) -> Path:
     """kind: pretrained | agnostic | identity (the controls) | aware | aware-unfrozen. Fine-tuned
     models live in one folder per configuration, one file per seed: <folder>/seed<seed>.pt."""
     if kind == "pretrained":
         return MODELS / "isp" / "pretrained.pt"
-    folder = MODELS / "isp" / (f"control-{kind}" if kind in CONTROLS else f"{kind}-qf{qf}-{variant}")
+    folder = MODELS / "isp" / (f"control-{kind}" if kind in CONTROLS
+                               else f"{kind}-{as_point(point).name}-{variant}")
     return folder if seed is None else folder / f"seed{seed}.pt"
 
 
-def run_name(kind: str, qf: int | None = None, variant: str | None = None) -> str:
+def run_name(kind: str, point: Point | int | None = None, variant: str | None = None) -> str:
     """The name of a fine-tuning configuration: its folder under models/isp, reports/train, reports/eval."""
-    return isp_path(kind, qf, variant).name
+    return isp_path(kind, point, variant).name
 
 
 # ---------------------------------------------------------------- data stages (issue: data pipeline)
@@ -107,30 +118,29 @@ def run_render(p: Params) -> dict:
     return manifest
 
 
-def run_encode(p: Params, qf: int) -> dict:
+def run_encode(p: Params, point: Point | int) -> dict:
     from caisp.data.codec import encode_all
 
-    out = jpeg_dir(qf)
+    pt = as_point(point)
+    out = codec_dir(pt)
     if out.exists():
         shutil.rmtree(out)
-    df = encode_all(RENDERED, out, qf=qf, subsampling=p.encode.subsampling, workers=p.encode.workers)
-    summary = {"qf": qf, "images": int(len(df)), "bpp_mean": float(df["bpp"].mean())}
-    io.write_json(REPORTS / "data" / f"encode_qf{qf}.json", summary)
+    df = encode_all(RENDERED, out, qf=pt.quality, codec=pt.codec, settings=p.codec_settings(pt.codec),
+                    workers=p.encode.workers)
+    summary = {"qf": pt.quality, "images": int(len(df)), "bpp_mean": float(df["bpp"].mean())}
+    if pt.codec != "jpeg":
+        summary["codec"] = pt.codec
+    io.write_json(REPORTS / "data" / f"encode_{pt.name}.json", summary)
     return summary
 
 
 def run_split(p: Params) -> dict:
     from caisp.data.split import make_split
 
+    # Every rendered image takes part: the encode stages encode each one or fail, so the split does not
+    # depend on the codecs (adding an operating point never reshuffles train and test).
     images = _manifest()["images"]
     stems = [im["stem"] for im in images]
-    # Only images that have their real JPEG at every QF take part: evaluation needs c(y) for each.
-    for qf in p.qfs:
-        bpp = jpeg_dir(qf) / "bpp.csv"
-        if not bpp.exists():
-            raise CaispError(f"{bpp} missing: run the encode stage for QF {qf} first")
-        encoded = {line.split(",", 1)[0] for line in bpp.read_text().splitlines()[1:]}
-        stems = [s for s in stems if s in encoded]
     sources = {im["stem"]: im.get("source", im["stem"]) for im in images}
     split = make_split(stems, ratios=tuple(p.split.ratios), seed=p.seed,
                        sources={s: sources[s] for s in stems})
@@ -148,11 +158,11 @@ def _split() -> dict:
 
 # ---------------------------------------------------------------- training stages
 
-def _datasets(p: Params, qf: int | None, batch_size: int):
+def _datasets(p: Params, point: Point | None, batch_size: int):
     from caisp.data.dataset import RawRGBDataset
 
     split = _split()
-    jd = jpeg_dir(qf) if qf is not None else None
+    jd = codec_dir(point) if point is not None else None
     n_train = max(len(split["train"]), 1)
     # train.crops_per_image: crops of each image per epoch. Auto: on small data sets one epoch visits
     # each image several times (at least 64 crops, and one global batch), so that the loader's
@@ -200,8 +210,12 @@ def _fit(task, train, val, *, run: str, steps: int, batch_size: int, lr: float, 
     return result
 
 
-def _cas_kwargs(p: Params, qf: int, variant: str) -> dict:
-    kw = {"qf": qf, "subsampling": p.encode.subsampling, "base_width": p.model.base_width}
+def _cas_kwargs(p: Params, pt: Point, variant: str) -> dict:
+    if pt.codec != "jpeg" and variant not in ("unet", "acn"):
+        raise CaispError(f"CAS variant {variant!r} models JPEG only; it has no {pt.codec} simulator")
+    kw = {"base_width": p.model.base_width}
+    if pt.codec == "jpeg":
+        kw = {"qf": pt.quality, "subsampling": p.encode.subsampling, **kw}
     if variant == "unet":
         kw["residual"] = p.cas.residual
     if variant == "djs":
@@ -209,9 +223,9 @@ def _cas_kwargs(p: Params, qf: int, variant: str) -> dict:
     return kw
 
 
-def run_train_cas(p: Params, qf: int, variant: str) -> dict:
-    """Train CAS-Net g (L_cas against the real JPEG) or, for the analytic simulators, just build it;
-    then measure its fidelity to real JPEG on the test split (paper Table 1)."""
+def run_train_cas(p: Params, point: Point | int, variant: str) -> dict:
+    """Train CAS-Net g (L_cas against the real codec) or, for the analytic simulators, just build it;
+    then measure its fidelity to the real codec on the test split (paper Table 1)."""
     from caisp import models
     from caisp.checkpoint import save_model
     from caisp.evaluate import evaluate_cas
@@ -219,33 +233,36 @@ def run_train_cas(p: Params, qf: int, variant: str) -> dict:
     from caisp.data.dataset import RawRGBDataset
     from caisp.train import resolve_device
 
-    config = {"type": variant, "kwargs": _cas_kwargs(p, qf, variant), "qf": qf, "role": "cas"}
+    pt = as_point(point)
+    config = {"type": variant, "kwargs": _cas_kwargs(p, pt, variant), "qf": pt.quality, "role": "cas"}
+    if pt.codec != "jpeg":
+        config["codec"] = pt.codec
     torch.manual_seed(p.seed)
     cas = models.build(variant, **config["kwargs"])
     result: dict = {}
-    run = f"cas-qf{qf}-{variant}"
+    run = f"cas-{pt.name}-{variant}"
     if not getattr(cas, "trainable", False):
         # Analytic simulators have no training curve; the stage's log folder says so.
         io.write_json(REPORTS / "train" / run / "metrics.json", {"trained": False, "variant": variant})
     else:
-        train, val = _datasets(p, qf, p.cas.batch_size)
+        train, val = _datasets(p, pt, p.cas.batch_size)
         c = p.cas
         steps = c.acn_steps if variant == "acn" else c.steps
         result = _fit(CasTask(cas), train, val, run=run, steps=steps,
                       batch_size=c.batch_size, lr=c.lr, p=p, identity=[config, to_dict(c), to_dict(p.train)])
-    save_model(cas_path(qf, variant), cas, config)
+    save_model(cas_path(pt, variant), cas, config)
     split = _split()
 
     def fidelity(names: list[str]):
-        data = RawRGBDataset(RENDERED, names, jpeg_dir=jpeg_dir(qf), patch=None, train=False,
+        data = RawRGBDataset(RENDERED, names, jpeg_dir=codec_dir(pt), patch=None, train=False,
                              input_norm=p.model.input_norm)
         return evaluate_cas(cas.eval(), data, device=resolve_device(p.train.device), tile=p.evaluate.tile,
                             overlap=p.evaluate.overlap)
 
     df = fidelity(split["test"])
-    out = REPORTS / "cas" / f"qf{qf}-{variant}"
+    out = REPORTS / "cas" / f"{pt.name}-{variant}"
     io.write_text(out / "per_image.csv", df.to_csv(index=False))
-    summary = {"qf": qf, "variant": variant, **{k: float(df[k].mean()) for k in df.columns
+    summary = {"qf": pt.quality, "variant": variant, **({"codec": pt.codec} if pt.codec != "jpeg" else {}), **{k: float(df[k].mean()) for k in df.columns
                                                 if k not in ("stem", "model") and df[k].dtype.kind == "f"}}
     if "val_psnr" in result:
         summary["val_psnr"] = result["val_psnr"]
@@ -256,7 +273,7 @@ def run_train_cas(p: Params, qf: int, variant: str) -> dict:
     summary["gate"] = {"val_margin_db": margin, "gate_db": p.cas.gate_db, "passed": margin >= p.cas.gate_db,
                        "n_val": int(len(val))}
     if not summary["gate"]["passed"]:
-        print(f"warning: CAS {variant} at QF {qf} fails the simulator gate: it beats the identity by "
+        print(f"warning: CAS {variant} at {pt.label} fails the simulator gate: it beats the identity by "
               f"{margin:+.3f} dB on the validation photos, less than cas.gate_db = {p.cas.gate_db} dB; the "
               f"report flags every result that uses it", file=sys.stderr, flush=True)
     io.write_json(out / "summary.json", summary)
@@ -289,7 +306,7 @@ def run_pretrain_isp(p: Params) -> dict:
     return result
 
 
-def run_finetune(p: Params, qf: int | None = None, variant: str | None = None, frozen: bool = True,
+def run_finetune(p: Params, point: Point | int | None = None, variant: str | None = None, frozen: bool = True,
                  control: str | None = None) -> dict:
     """Fine-tune the pretrained ISP-Net once per seed in `p.seeds`, with L_total and CAS g (frozen
     unless `frozen` is False), or as a control (`control`, and no variant):
@@ -310,7 +327,8 @@ def run_finetune(p: Params, qf: int | None = None, variant: str | None = None, f
     else:
         kind = "aware" if frozen else "aware-unfrozen"
     lambda_comp = 0.0 if kind == "agnostic" else p.lambda_comp
-    name = run_name(kind, qf, variant)
+    pt = None if point is None else as_point(point)
+    name = run_name(kind, pt, variant)
     f = p.finetune
     train, val = _datasets(p, None, f.batch_size)  # L_comp compares g(f(x)) with g(y): no real JPEG needed
     results = {}
@@ -321,8 +339,9 @@ def run_finetune(p: Params, qf: int | None = None, variant: str | None = None, f
         elif kind == "identity":
             cas = nn.Identity()
         else:
-            cas = load_model(cas_path(qf, variant))[0]
-        config = {**base_config, "qf": qf, "cas": variant or control, "cas_frozen": frozen, "stage": "finetune",
+            cas = load_model(cas_path(pt, variant))[0]
+        codec = {} if pt is None or pt.codec == "jpeg" else {"codec": pt.codec}
+        config = {**base_config, "qf": pt.quality if pt else None, **codec, "cas": variant or control, "cas_frozen": frozen, "stage": "finetune",
                   "kind": kind, "seed": seed, "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
         task = CompressionAwareTask(isp.train(), cas, lambda_isp=p.lambda_isp, lambda_comp=lambda_comp,
                                     freeze_cas=frozen)
@@ -330,7 +349,7 @@ def run_finetune(p: Params, qf: int | None = None, variant: str | None = None, f
                              batch_size=f.batch_size, lr=p.isp.lr * f.lr_scale, p=p, seed=seed,
                              grad_clip=f.grad_clip,
                              identity=[config, to_dict(f), to_dict(p.train), p.isp.lr])
-        save_model(isp_path(kind, qf, variant, seed), isp, config)
+        save_model(isp_path(kind, pt, variant, seed), isp, config)
     return results
 
 
@@ -343,15 +362,16 @@ def _test_set(p: Params, names: list[str] | None = None):
                          patch=None, train=False, input_norm=p.model.input_norm)
 
 
-def _evaluate_models(p: Params, nets: dict, out: Path, ssim_qfs: list[int]):
-    """Real-codec evaluation of `nets` ({(kind, seed): net}) on the whole test photos over the QF
-    sweep; writes out/per_image.csv and returns it."""
+def _evaluate_models(p: Params, nets: dict, out: Path, ssim_points: list[Point]):
+    """Real-codec evaluation of `nets` ({(kind, seed): net}) on the whole test photos at every
+    evaluation point (each codec's sweep, training points included); writes out/per_image.csv."""
     from caisp.evaluate import evaluate_isps
     from caisp.train import resolve_device, set_determinism
 
     set_determinism(p.train.threads, p.train.deterministic)
-    sweep = sorted(set(p.evaluate.sweep_qfs) | set(p.qfs))
-    df = evaluate_isps(nets, _test_set(p), qfs=sweep, train_qf=ssim_qfs, subsampling=p.encode.subsampling,
+    points = p.eval_points
+    df = evaluate_isps(nets, _test_set(p), points=points, ssim_points=ssim_points,
+                       settings={c: p.codec_settings(c) for c in {pt.codec for pt in points}},
                        device=resolve_device(p.train.device), tile=p.evaluate.tile,
                        overlap=p.evaluate.overlap, workers=p.evaluate.workers)
     source = {im["stem"]: im.get("source", im["stem"]) for im in _manifest()["images"]}
@@ -369,26 +389,38 @@ def run_evaluate_controls(p: Params) -> None:
     for control in CONTROLS:
         for seed in p.seeds:
             nets[(control, seed)] = load_model(isp_path(control, seed=seed))[0]
-    _evaluate_models(p, nets, REPORTS / "eval" / "controls", ssim_qfs=list(p.qfs))
+    _evaluate_models(p, nets, REPORTS / "eval" / "controls", ssim_points=p.points)
 
 
-def run_evaluate(p: Params, qf: int, variant: str, frozen: bool = True) -> dict:
-    """Evaluate the aware ISP of (qf, variant) for every seed, and compare it with each control
-    (paired by photo and seed, bootstrap intervals): reports/eval/<run>/summary.json."""
+def _at(df, codec: str):
+    """Rows of one codec (the statistics and RD curves compare within a codec's quality scale)."""
+    return df[df.codec == codec]
+
+
+def run_evaluate(p: Params, point: Point | int, variant: str, frozen: bool = True) -> dict:
+    """Evaluate the aware ISP of (point, variant) for every seed, and compare it with each control
+    (paired by photo and seed, bootstrap intervals) at its own point; and, against the fine-tuned
+    control, at every other training point (the cross-codec table): reports/eval/<run>/summary.json."""
     import pandas as pd
 
     from caisp.checkpoint import load_model
-    from caisp.stats import compare_all
+    from caisp.stats import compare_all, cross_point
 
+    pt = as_point(point)
     kind = "aware" if frozen else "aware-unfrozen"
-    name = run_name(kind, qf, variant)
-    nets = {(kind, seed): load_model(isp_path(kind, qf, variant, seed))[0] for seed in p.seeds}
+    name = run_name(kind, pt, variant)
+    nets = {(kind, seed): load_model(isp_path(kind, pt, variant, seed))[0] for seed in p.seeds}
     out = REPORTS / "eval" / name
-    df = _evaluate_models(p, nets, out, ssim_qfs=[qf])  # SSIM costs ~25 JPEG round trips
+    df = _evaluate_models(p, nets, out, ssim_points=[pt])  # SSIM costs ~25 JPEG round trips
     controls = pd.read_csv(REPORTS / "eval" / "controls" / "per_image.csv")
-    summary = {"qf": qf, "variant": variant, "frozen": frozen, "seeds": list(p.seeds),
-               **compare_all(df, controls, aware=kind, qf=qf, n_boot=p.evaluate.bootstrap, seed=p.seed,
-                             bd_min_overlap=p.evaluate.bd_min_overlap)}
+    summary = {"qf": pt.quality, "variant": variant, "frozen": frozen, "seeds": list(p.seeds),
+               **({"codec": pt.codec} if pt.codec != "jpeg" else {}),
+               **compare_all(_at(df, pt.codec), _at(controls, pt.codec), aware=kind, qf=pt.quality,
+                             n_boot=p.evaluate.bootstrap, seed=p.seed, bd_min_overlap=p.evaluate.bd_min_overlap)}
+    summary["cross"] = {other.name: {"codec": other.codec, "qf": other.quality,
+                                     **cross_point(_at(df, other.codec), _at(controls, other.codec), aware=kind,
+                                                   qf=other.quality, n_boot=p.evaluate.bootstrap, seed=p.seed)}
+                        for other in p.points}
     io.write_json(out / "summary.json", summary)
     return summary
 
@@ -397,7 +429,7 @@ def _read_summaries(folder: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/summary.json"))}
 
 
-def _figure4_examples(p: Params, qf: int, variant: str, n: int = 2) -> list[dict]:
+def _figure4_examples(p: Params, pt: Point, variant: str, n: int = 2) -> list[dict]:
     """Run the fine-tuned control and the aware ISP (first seed each) on the first test photos."""
     from caisp.checkpoint import load_model
     from caisp.evaluate import isp_outputs, make_example
@@ -406,25 +438,27 @@ def _figure4_examples(p: Params, qf: int, variant: str, n: int = 2) -> list[dict
     seed = p.seeds[0]
     outs = {}
     for label, path in (("agnostic", isp_path("agnostic", seed=seed)),
-                        ("aware", isp_path("aware", qf, variant, seed))):
+                        ("aware", isp_path("aware", pt, variant, seed))):
         net = load_model(path)[0]
         outs[label] = list(isp_outputs(net, test, tile=p.evaluate.tile, overlap=p.evaluate.overlap))
-    return [make_example(f"{stem} (QF {qf}, CAS {variant})", gt, pred_ag, aware[1], qf=qf,
-                         subsampling=p.encode.subsampling, crop=128)
+    return [make_example(f"{stem} ({pt.label}, CAS {variant})", gt, pred_ag, aware[1], qf=pt.quality,
+                         codec=pt.codec, settings=p.codec_settings(pt.codec), crop=128)
             for (stem, pred_ag, gt), aware in zip(outs["agnostic"], outs["aware"])]
 
 
-def _rd_curves(p: Params, qf: int):
-    """Figure 5's curves at QF `qf`: mean (BPP, PSNR(c(f(x)), y)) over photos and seeds per model."""
+def _rd_curves(p: Params, pt: Point):
+    """Figure 5's curves at `pt`: mean (BPP, PSNR(c(f(x)), y)) over photos and seeds per model, over the
+    sweep of `pt`'s codec, for the controls and the frozen aware ISPs trained at `pt`."""
     import pandas as pd
 
     from caisp.evaluate import rd_points
 
+    variants = p.cas.variants if pt.codec == "jpeg" else p.cas.codec_variants
     frames = [pd.read_csv(REPORTS / "eval" / "controls" / "per_image.csv")]
-    for v in p.cas.variants:
-        df = pd.read_csv(REPORTS / "eval" / run_name("aware", qf, v) / "per_image.csv")
+    for v in variants:
+        df = pd.read_csv(REPORTS / "eval" / run_name("aware", pt, v) / "per_image.csv")
         frames.append(df.assign(model=f"aware ({v})"))
-    return rd_points(pd.concat(frames, ignore_index=True))
+    return rd_points(_at(pd.concat(frames, ignore_index=True), pt.codec))
 
 
 def _setup_text(p: Params) -> str:
@@ -454,30 +488,51 @@ def _update_readme_headline(text: str, readme: Path = Path("README.md")) -> None
         io.write_text(readme, new)
 
 
+def configurations(p: Params) -> list[tuple[str, Point, str]]:
+    """Every fine-tuned aware configuration of the current params, as (kind, point, variant): what the
+    finetune and evaluate matrices of dvc.yaml expand to."""
+    out = []
+    for pt in p.points:
+        variants = p.cas.variants if pt.codec == "jpeg" else p.cas.codec_variants
+        out += [("aware", pt, v) for v in variants] + [("aware-unfrozen", pt, v) for v in p.cas.unfrozen]
+    return out
+
+
 def run_report(p: Params) -> Path:
     """reports/report.md: the paper's Tables 1-3 and Figures 4-5 re-made from this run, with the
-    operating point, every control, seeds and intervals; the README's headline block."""
+    operating point, every control, seeds and intervals, a section per other codec and the cross-codec
+    table; the README's headline block."""
     import pandas as pd
 
     from caisp.report import headline, write_report
 
-    qf = max(p.qfs)  # the paper's Figure 5 shows the ISPs trained at QF 90
+    qf = Point("jpeg", max(p.qfs))  # the paper's Figure 5 shows the ISPs trained at QF 90
     variant = "unet" if "unet" in p.cas.variants else p.cas.variants[0]
     rd = _rd_curves(p, qf)
     io.write_text(REPORTS / "rd_curves.csv", rd.to_csv(index=False))
+    codec_rd = {}
+    for pt in p.points:  # each other codec's curves at its highest training quality
+        if pt.codec != "jpeg":
+            top = max(q.quality for q in p.points if q.codec == pt.codec)
+            codec_rd[pt.codec] = _rd_curves(p, Point(pt.codec, top))
     curves = {}
     for tsv in sorted((REPORTS / "train").glob("**/plots/metrics/val/psnr.tsv")):
         run = tsv.parents[3].relative_to(REPORTS / "train").as_posix()
-        if run.startswith(("isp-pretrain", "cas-")) or run.endswith("seed0") and "qf90-unet" in run:
+        if run.startswith(("isp-pretrain", "cas-qf")) or run.endswith("seed0") and "qf90-unet" in run:
             curves[f"{run}: val PSNR"] = pd.read_csv(tsv, sep="\t").rename(columns={"psnr": "value"})
     ablation_csv = REPORTS / "ablation.csv"
     ablation = pd.read_csv(ablation_csv) if ablation_csv.exists() else None
     if ablation is not None and ablation.empty:
         ablation = None
-    summaries = _read_summaries(REPORTS / "eval")
-    cas_tables = _read_summaries(REPORTS / "cas")
+    # Only this run's configurations: an earlier experiment's folders (another codec, a variant since
+    # dropped) stay on disk when their stages leave dvc.yaml's matrices.
+    configs = configurations(p)
+    summaries = {k: v for k, v in _read_summaries(REPORTS / "eval").items()
+                 if k in {run_name(kind, pt, v) for kind, pt, v in configs}}
+    cas_tables = {k: v for k, v in _read_summaries(REPORTS / "cas").items()
+                  if k in {f"{pt.name}-{v}" for kind, pt, v in configs if kind == "aware"}}
     path = write_report(REPORTS, cas_tables=cas_tables, isp_summaries=summaries,
                         ablation=ablation, rd=rd, curves=curves, examples=_figure4_examples(p, qf, variant),
-                        setup=_setup_text(p))
+                        setup=_setup_text(p), codec_rd=codec_rd)
     _update_readme_headline(headline(summaries, cas_tables=cas_tables) + "\n\n" + _setup_text(p))
     return path

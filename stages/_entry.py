@@ -16,8 +16,10 @@ def main(fn: Callable, *, matrix: tuple[str, ...] = (), alternate: Callable | No
     ap.add_argument("--params", default="params.yaml")
     # A stage that can also run a control needs --qf/--variant only for its aware runs.
     needed = not ({"control", "controls"} & set(matrix))
-    if "qf" in matrix:
-        ap.add_argument("--qf", type=int, required=needed)
+    if "qf" in matrix:  # the operating point: --qf N (JPEG, the paper's) or --point <codec>-<quality>
+        where = ap.add_mutually_exclusive_group(required=needed)
+        where.add_argument("--qf", type=int, help="JPEG quality factor")
+        where.add_argument("--point", help="another codec's operating point, e.g. webp-80")
     if "variant" in matrix:
         ap.add_argument("--variant", required=needed)
     if "frozen" in matrix:
@@ -27,7 +29,9 @@ def main(fn: Callable, *, matrix: tuple[str, ...] = (), alternate: Callable | No
     if "controls" in matrix:
         ap.add_argument("--controls", action="store_true", help="evaluate the controls instead")
     args = ap.parse_args()
-    kwargs = {k: getattr(args, k) for k in ("qf", "variant") if k in matrix}
+    kwargs = {k: getattr(args, k) for k in ("variant",) if k in matrix}
+    if "qf" in matrix:
+        kwargs["point"] = args.qf if args.point is None else args.point
     if "frozen" in matrix:
         kwargs["frozen"] = not args.unfrozen
     if getattr(args, "control", None):
@@ -37,8 +41,12 @@ def main(fn: Callable, *, matrix: tuple[str, ...] = (), alternate: Callable | No
     t0 = time.time()
     try:
         params = load_params(args.params)
-        if {"qf", "variant"} & set(kwargs) and None in (kwargs.get("qf", 0), kwargs.get("variant", "")):
-            raise CaispError("give --qf and --variant (or --control / --controls)")
+        if {"point", "variant"} & set(kwargs) and None in (kwargs.get("point", 0), kwargs.get("variant", "")):
+            raise CaispError("give --qf (or --point) and --variant (or --control / --controls)")
+        if isinstance(kwargs.get("point"), str):
+            from caisp.data.codec import Point
+
+            kwargs["point"] = Point.parse(kwargs["point"], key="--point")
         fn(params, **kwargs)
     except CaispError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,7 +28,11 @@ def _pil_decode(data: bytes) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def pillow_codec(monkeypatch):
     """Independent of caisp.data.codec (written elsewhere): plain Pillow with the same settings."""
-    monkeypatch.setattr(ev, "_codec", lambda: (_pil_encode, _pil_decode))
+    def codec(name: str = "jpeg", settings: dict | None = None):
+        sub = (settings or {}).get("subsampling", "4:2:0")
+        return (lambda img, q: _pil_encode(img, q, sub)), _pil_decode
+
+    monkeypatch.setattr(ev, "_codec", codec)
 
 
 def _image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
@@ -88,7 +92,7 @@ def test_evaluate_pair_rejects_mismatched_inputs():
 
 def test_real_codec_agrees_with_the_formula(monkeypatch):
     codec = pytest.importorskip("caisp.data.codec")
-    monkeypatch.setattr(ev, "_codec", lambda: (codec.encode_jpeg, codec.decode_jpeg))
+    monkeypatch.setattr(ev, "_codec", lambda name="jpeg", settings=None: codec.encoder(name, settings))
     y = _image()
     pred = np.clip(y.astype(int) - 4, 0, 255).astype(np.uint8)
     r = ev.evaluate_pair(pred, y, qf=90, subsampling="4:2:0")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -43,7 +44,7 @@ def clone(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_dvc_repro_split_from_a_fresh_clone(clone):
     dst, env = clone
-    _run(["dvc", "repro", "split"], dst, env)
+    _run(["dvc", "repro", "encode@80", "encode@90", "split"], dst, env)
     raws = sorted(p.name for p in (dst / "data/raw").glob("*.dng"))
     assert len(raws) >= 9
     manifest = json.loads((dst / "data/rendered/manifest.json").read_text())
@@ -114,3 +115,24 @@ def test_whole_pipeline_report_and_experiment(clone):
     _run(["dvc", "exp", "run", "-S", "lambda_comp=0.1"], dst, env)
     diff = _run(["dvc", "metrics", "diff"], dst, env)
     assert "models.aware.psnr" in diff
+    # The codec axis (README "Other codecs"): one experiment adds other codecs' operating points; the JPEG
+    # training stages are not rerun, the split is unchanged, and the report gains a section per codec and
+    # the cross-codec table.
+    split = (dst / "data/split.json").read_bytes()
+    cas = (dst / "models/cas/qf90-unet.pt").read_bytes()
+    out = _run(["dvc", "exp", "run", "-S", "codec_points=[webp-80,jpeg2000-37]", "-S", "cas.codec_variants=[unet]"],
+               dst, env)
+    assert "stages.train_cas --qf" not in out and "stages.pretrain_isp" not in out
+    assert (dst / "data/split.json").read_bytes() == split and (dst / "models/cas/qf90-unet.pt").read_bytes() == cas
+    for point, ext in (("webp-80", ".webp"), ("jpeg2000-37", ".jp2")):
+        assert {p.suffix for p in (dst / "data/codecs" / point).iterdir()} == {ext, ".npy", ".csv"}
+        assert (dst / f"models/isp/aware-{point}-unet/seed1.pt").stat().st_size > 0
+        s = json.loads((dst / f"reports/eval/aware-{point}-unet/summary.json").read_text())
+        assert s["codec"] == point.split("-")[0] and set(s["cross"]) == {"qf80", "qf90", "webp-80", "jpeg2000-37"}
+    rows = pd.read_csv(dst / "reports/eval/controls/per_image.csv")
+    assert set(rows.codec) == {"jpeg", "webp", "jpeg2000"}
+    report = (dst / "reports/report.md").read_text()
+    for text in ("## Other codecs", "### WebP", "### JPEG 2000", "n/a: models JPEG only", "## Cross-codec",
+                 "under WebP 80", "under QF 80"):
+        assert text in report, text
+    assert (dst / "reports/figures/rd_curve_webp.png").stat().st_size > 0

@@ -1,11 +1,18 @@
-"""Real JPEG through Pillow (libjpeg): the codec whose artifacts CAS-Net learns to simulate."""
+"""Real codecs through Pillow: the compression whose artifacts CAS-Net learns to simulate.
+
+JPEG (libjpeg, the paper's codec), WebP (libwebp), AVIF (libavif), JPEG 2000 (OpenJPEG) and HEIC (HEVC
+intra via x265, from the pillow-heif plugin). Each codec has its own quality scale (`QUALITY`); an
+operating point is a codec at one quality (`Point`). The BPP always comes from the real file bytes.
+"""
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -20,10 +27,43 @@ if TYPE_CHECKING:
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
+@dataclass(frozen=True)
+class CodecSpec:
+    format: str            # Pillow's format name
+    ext: str               # file extension of the encoded files
+    quality: tuple[int, int]  # valid range of `quality`, inclusive
+    scale: str             # what `quality` means
+    feature: str | None    # PIL.features name that must be present (None: a plugin module)
+
+
+CODECS: dict[str, CodecSpec] = {
+    "jpeg": CodecSpec("JPEG", ".jpg", (1, 100), "IJG quality factor (libjpeg's scaled tables)", "jpg"),
+    "webp": CodecSpec("WEBP", ".webp", (1, 100), "libwebp lossy quality", "webp"),
+    "avif": CodecSpec("AVIF", ".avif", (1, 100), "libavif quality (AV1 intra, 100 = lossless)", "avif"),
+    "jpeg2000": CodecSpec("JPEG2000", ".jp2", (20, 80),
+                          "OpenJPEG fixed-quality layer: target PSNR in dB (irreversible 9/7 wavelet)", "jpg_2000"),
+    "heic": CodecSpec("HEIF", ".heic", (1, 100), "x265 quality through libheif (HEVC intra)", None),
+}
+
+
+def check_codec(codec: str, key: str = "codec") -> CodecSpec:
+    if codec not in CODECS:
+        raise CaispError(f"{key}: unknown codec {codec!r} (known: {', '.join(CODECS)})")
+    return CODECS[codec]
+
+
+def check_quality(codec: str, quality: Any, key: str | None = None) -> int:
+    """The quality as an int within `codec`'s range; the error names `key` (a parameter) if given."""
+    lo, hi = check_codec(codec).quality
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not lo <= quality <= hi:
+        where = f"{key}: " if key else ""
+        name = "JPEG quality factor" if codec == "jpeg" else f"{codec} quality"
+        raise CaispError(f"{where}{name} must be an integer in {lo}..{hi} ({CODECS[codec].scale}), got {quality!r}")
+    return int(quality)
+
+
 def check_qf(qf: int) -> int:
-    if isinstance(qf, bool) or not isinstance(qf, (int, np.integer)) or not 1 <= qf <= 100:
-        raise CaispError(f"JPEG quality factor must be an integer in 1..100, got {qf!r}")
-    return int(qf)
+    return check_quality("jpeg", qf)
 
 
 def check_subsampling(subsampling: str) -> int:
@@ -32,31 +72,132 @@ def check_subsampling(subsampling: str) -> int:
     return SUBSAMPLING[subsampling]
 
 
+@dataclass(frozen=True, order=True)
+class Point:
+    """An operating point: `codec` at `quality` (on that codec's own scale)."""
+    codec: str
+    quality: int
+
+    @property
+    def name(self) -> str:
+        """File and stage name: `qf80` for JPEG (the paper's codec, names kept from before the codec
+        axis so that `dvc metrics diff` still pairs them), `webp-80` for the others."""
+        return f"qf{self.quality}" if self.codec == "jpeg" else f"{self.codec}-{self.quality}"
+
+    @property
+    def label(self) -> str:
+        return f"QF {self.quality}" if self.codec == "jpeg" else f"{DISPLAY[self.codec]} {self.quality}"
+
+    @classmethod
+    def parse(cls, text: str, key: str = "codec_points") -> "Point":
+        """'webp-80' (or 'jpeg-90', 'qf90') -> Point; errors name `key`."""
+        m = re.fullmatch(r"(?:qf(\d+))|([a-z0-9]+)-(\d+)", str(text).strip())
+        if not m:
+            raise CaispError(f"{key}: {text!r} is not an operating point <codec>-<quality>, e.g. webp-80")
+        codec, q = ("jpeg", m.group(1)) if m.group(1) else (m.group(2), m.group(3))
+        check_codec(codec, key)
+        return cls(codec, check_quality(codec, int(q), key))
+
+
+DISPLAY = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jpeg2000": "JPEG 2000", "heic": "HEIC"}
+
+
+def _heif_plugin() -> None:
+    try:
+        import pillow_heif
+    except ImportError:
+        raise CaispError("codec heic needs the pillow-heif plugin, which is not installed: "
+                         "pip install pillow-heif (or drop heic from codec_points)") from None
+    pillow_heif.register_heif_opener()
+
+
+def require(codec: str) -> CodecSpec:
+    """The codec's spec, after checking that this Pillow can encode and decode it."""
+    spec = check_codec(codec)
+    if spec.feature is None:
+        _heif_plugin()
+    else:
+        from PIL import features
+
+        if not features.check(spec.feature):
+            raise CaispError(f"codec {codec}: this Pillow ({Image.__version__}) was built without "
+                             f"{spec.feature}; install a Pillow wheel that has it (or drop {codec} from the codecs)")
+    return spec
+
+
+def _save_kwargs(codec: str, quality: int, settings: dict) -> dict:
+    """Pillow save arguments. Fixed choices (why): JPEG baseline without Huffman optimisation, so sizes
+    are stable; every lossy codec in its 8-bit 4:2:0 default unless a setting says otherwise."""
+    s = dict(settings)
+    if codec == "jpeg":
+        kw = {"quality": quality, "subsampling": check_subsampling(s.pop("subsampling", "4:2:0")),
+              "optimize": False, "progressive": False}
+    elif codec == "webp":
+        kw = {"quality": quality, "method": int(s.pop("method", 4)), "lossless": False, "exact": False}
+    elif codec == "avif":
+        kw = {"quality": quality, "speed": int(s.pop("speed", 6)), "subsampling": s.pop("subsampling", "4:2:0"),
+              "range": "full"}
+    elif codec == "jpeg2000":
+        kw = {"quality_mode": "dB", "quality_layers": [quality], "irreversible": True}
+    else:  # heic
+        kw = {"quality": quality, "enc_params": {"preset": s.pop("preset", "fast")}}
+    if s:
+        raise CaispError(f"codec {codec}: unknown setting(s) {', '.join(sorted(s))}")
+    return kw
+
+
+def encode(img: np.ndarray, codec: str, quality: int, **settings: Any) -> bytes:
+    """The `codec` file bytes of an HxWx3 uint8 image at `quality` (deterministic: same bytes each time)."""
+    quality = check_quality(codec, quality)
+    spec = require(codec)
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise CaispError(f"encode wants an HxWx3 uint8 image, got {img.dtype} {img.shape}")
+    kw = _save_kwargs(codec, quality, settings)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format=spec.format, **kw)
+    return buf.getvalue()
+
+
+def decode(data: bytes, codec: str) -> np.ndarray:
+    """Decode `codec` bytes into an HxWx3 uint8 array."""
+    spec = require(codec)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != spec.format:
+                raise CaispError(f"decode: data is {im.format}, not {spec.format}")
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "corrupt"
+        raise CaispError(f"decode {codec}: cannot decode ({exc})") from None
+
+
+def roundtrip(img: np.ndarray, codec: str, quality: int, **settings: Any) -> tuple[np.ndarray, int]:
+    """(decoded `codec` file of `img`, its size in bytes)."""
+    data = encode(img, codec, quality, **settings)
+    return decode(data, codec), len(data)
+
+
+def encoder(codec: str, settings: dict | None = None) -> tuple[Callable[[np.ndarray, int], bytes],
+                                                               Callable[[bytes], np.ndarray]]:
+    """(encode(img, quality), decode(bytes)) bound to one codec and its settings."""
+    require(codec)
+    settings = dict(settings or {})
+    return (lambda img, q: encode(img, codec, q, **settings)), (lambda data: decode(data, codec))
+
+
 def encode_jpeg(img: np.ndarray, qf: int, subsampling: str = "4:2:0") -> bytes:
     """Baseline JPEG bytes of an HxWx3 uint8 image.
 
     Pillow's `quality` scales the IJG (libjpeg) example tables, as the paper's QF does; no `optimize`
     (Huffman optimisation) and no progressive mode, so sizes are the plain baseline ones and stable.
     """
-    qf, code = check_qf(qf), check_subsampling(subsampling)
-    img = np.asarray(img)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise CaispError(f"encode_jpeg wants an HxWx3 uint8 image, got {img.dtype} {img.shape}")
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img), "RGB").save(
-        buf, format="JPEG", quality=qf, subsampling=code, optimize=False, progressive=False)
-    return buf.getvalue()
+    check_qf(qf), check_subsampling(subsampling)
+    return encode(img, "jpeg", qf, subsampling=subsampling)
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     """Decode JPEG bytes into an HxWx3 uint8 array."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "JPEG":
-                raise CaispError(f"decode_jpeg: data is {im.format}, not JPEG")
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "corrupt"
-        raise CaispError(f"decode_jpeg: cannot decode ({exc})") from None
+    return decode(data, "jpeg")
 
 
 def jpeg_roundtrip(img: np.ndarray, qf: int, subsampling: str = "4:2:0") -> tuple[np.ndarray, int]:
@@ -74,14 +215,14 @@ def _load_target(path: Path) -> np.ndarray:
     return img
 
 
-def _encode_task(src: Path, dst: Path, qf: int, subsampling: str) -> tuple[int, int, int]:
-    """The JPEG file (its bytes are the BPP) and its decoded pixels beside it (`<stem>.npy`), which
+def _encode_task(src: Path, dst: Path, codec: str, quality: int, settings: dict) -> tuple[int, int, int]:
+    """The codec's file (its bytes are the BPP) and its decoded pixels beside it (`<stem>.npy`), which
     training crops read without decoding the whole file."""
     from caisp.data.store import write_array
 
     img = _load_target(src)
-    data = encode_jpeg(img, qf, subsampling)
-    write_array(dst.with_suffix(".npy"), decode_jpeg(data))
+    data = encode(img, codec, quality, **settings)
+    write_array(dst.with_suffix(".npy"), decode(data, codec))
     write_bytes(dst, data)
     return img.shape[0], img.shape[1], len(data)
 
@@ -98,16 +239,23 @@ def _target_stems(rendered_dir: Path) -> list[str]:
 
 
 def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qf: int,
-               subsampling: str = "4:2:0", workers: int = 1) -> "pd.DataFrame":
-    """JPEG-encode every rendered target into `out_dir/<stem>.jpg` (+ its decoded `<stem>.npy`) and
-    write `out_dir/bpp.csv`."""
+               subsampling: str = "4:2:0", workers: int = 1, codec: str = "jpeg",
+               settings: dict | None = None) -> "pd.DataFrame":
+    """Encode every rendered target with `codec` at quality `qf` (on the codec's scale) into
+    `out_dir/<stem><ext>` (+ its decoded `<stem>.npy`) and write `out_dir/bpp.csv`. `subsampling` is
+    JPEG's; the other codecs take theirs from `settings`."""
     # Heavy imports (pandas; torch via metrics) stay here: spawned workers only import this module.
     import pandas as pd
 
     from caisp.metrics import bpp
 
-    qf = check_qf(qf)
-    check_subsampling(subsampling)
+    qf = check_quality(codec, qf)
+    spec = require(codec)
+    if codec == "jpeg":
+        check_subsampling(subsampling)
+        settings = {"subsampling": subsampling, **(settings or {})}
+    settings = dict(settings or {})
+    _save_kwargs(codec, qf, settings)  # unknown settings fail here, before any work
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise CaispError(f"encode.workers must be an integer >= 1, got {workers!r}")
     rendered_dir, out_dir = Path(rendered_dir), Path(out_dir)
@@ -118,20 +266,20 @@ def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, q
     for src in srcs:
         if not src.is_file():
             raise CaispError(f"{src}: target listed in the manifest is missing")
-    dsts = [out_dir / f"{s}.jpg" for s in stems]
+    dsts = [out_dir / f"{s}{spec.ext}" for s in stems]
     n = len(stems)
     if workers > 1 and n > 1:
-        # Threads, not processes: Pillow releases the GIL while it encodes and decodes JPEG, and a
+        # Threads, not processes: Pillow releases the GIL while it encodes and decodes, and a
         # thread pool starts in microseconds where a spawned process pool costs ~0.5 s.
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(workers, n)) as pool:
-            sizes = list(pool.map(_encode_task, srcs, dsts, [qf] * n, [subsampling] * n))
+            sizes = list(pool.map(_encode_task, srcs, dsts, [codec] * n, [qf] * n, [settings] * n))
     else:
-        sizes = [_encode_task(s, d, qf, subsampling) for s, d in zip(srcs, dsts)]
+        sizes = [_encode_task(s, d, codec, qf, settings) for s, d in zip(srcs, dsts)]
 
     keep = set(stems)
-    for p in [*out_dir.glob("*.jpg"), *out_dir.glob("*.npy")]:  # drop images no longer rendered
+    for p in [*out_dir.glob(f"*{spec.ext}"), *out_dir.glob("*.npy")]:  # drop images no longer rendered
         if p.stem not in keep:
             p.unlink()
     df = pd.DataFrame({"stem": stems, "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],

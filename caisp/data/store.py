@@ -1,12 +1,13 @@
 """The rendered data set on disk, in a form that a training crop reads in O(crop), not O(image).
 
-Layout under `data/rendered` (written by the render stage) and `data/jpeg/qf<QF>` (encode stage):
+Layout under `data/rendered` (written by the render stage) and `data/jpeg/qf<QF>`, or for another
+codec `data/codecs/<codec>-<quality>` (encode stages):
 
     mosaics/<stem>.npy   uint16 (H, W): the raw sensor values as LibRaw unpacked them, H and W even
     meta/<stem>.json     cfa, black (2x2, per CFA site), white, wb, daylight_wb, rgb_cam, flip, camera
     targets/<stem>.npy   uint8 (H, W, 3): LibRaw's sRGB rendering, y
-    qf<QF>/<stem>.jpg    the real JPEG c(y) (its bytes give the BPP)
-    qf<QF>/<stem>.npy    uint8 (H, W, 3): that JPEG decoded once, so crops never decode a whole file
+    qf<QF>/<stem>.jpg    the real JPEG c(y) (its bytes give the BPP); .webp, .avif, .jp2, .heic likewise
+    qf<QF>/<stem>.npy    uint8 (H, W, 3): that file decoded once, so crops never decode a whole file
 
 Plain `.npy` files are memory-mapped per read and the mapping dropped at once: the pages stay in the
 OS page cache, shared by every DataLoader worker, and no process's RSS grows with the data set.
