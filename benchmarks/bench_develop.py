@@ -84,7 +84,7 @@ def child(raw: Path, ckpt: Path, tile: int, overlap: int, out: Path, threads: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024])
-    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--overlap", type=int, default=64, help="as caisp develop's default")
     ap.add_argument("--width", type=int, default=32, help="ISP-Net base width")
     ap.add_argument("--repeat", type=int, default=2, help="rounds over all tile sizes")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
