@@ -1,11 +1,9 @@
 """report.md with Tables 1-3 beside the paper's values, and valid PNG figures."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from caisp import report
