@@ -167,8 +167,12 @@ def _datasets(p: Params, point: Point | None, batch_size: int):
     # train.crops_per_image: crops of each image per epoch. Auto: on small data sets one epoch visits
     # each image several times (at least 64 crops, and one global batch), so that the loader's
     # reshuffles and the dvclive curves do not tick every couple of steps; at FiveK's 390 training
-    # images it is 1, the paper's epoch.
-    repeat = p.train.crops_per_image or max(1, 64 // n_train, -(-batch_size // n_train))
+    # images it is 1, the paper's epoch. With loader workers, an epoch also holds two batches per
+    # worker: a DataLoader worker builds whole batches and an epoch's iterator ends before the next
+    # one prefetches, so at one batch per epoch a single worker fed the GPU (the 24-raw rehearsal's
+    # CAS training ran at one core's ~50 crops/s with 8 workers; benchmarks/results/fivek_rehearsal.md).
+    workers = 2 * p.train.num_workers * batch_size
+    repeat = p.train.crops_per_image or max(1, 64 // n_train, -(-batch_size // n_train), -(-workers // n_train))
     common = dict(jpeg_dir=jd, input_norm=p.model.input_norm)
     train = RawRGBDataset(RENDERED, split["train"], patch=p.train.patch, train=True, repeat=repeat, **common)
     val = RawRGBDataset(RENDERED, split["val"] or split["train"][:1], patch=None, train=False, **common)

@@ -575,3 +575,32 @@ def test_resume_states_of_runs_with_other_params_go_once_a_run_completes(tmp_pat
                   identity=["new params"], seed=0)
     assert seen["state"].parent.resolve() == states.resolve() and seen["state"].name != stale.name
     assert not stale.exists() and other_run.exists()
+
+
+@pytest.mark.parametrize("n_train, batch, workers, crops, expected", [
+    (26, 8, 0, None, 2),      # the offline default: at least 64 crops per epoch
+    (19, 64, 0, None, 4),     # the 24-raw rehearsal without workers: one global batch per epoch
+    (19, 64, 8, None, 54),    # ... with 8 workers: two batches per worker, so all of them build batches
+    (390, 64, 0, None, 1),    # FiveK without workers: the paper's epoch
+    (390, 64, 8, None, 3),
+    (19, 64, 8, 5, 5),        # set by hand: taken as given
+])
+def test_crops_per_image_keeps_every_loader_worker_busy(monkeypatch, n_train, batch, workers, crops, expected) -> None:
+    from caisp import pipeline
+    from caisp.data import dataset
+    from caisp.params import from_dict
+
+    seen = {}
+
+    class Fake:
+        def __init__(self, root, names, *, patch, train, repeat=1, **kw):
+            if train:
+                seen["repeat"] = repeat
+
+    monkeypatch.setattr(dataset, "RawRGBDataset", Fake)
+    monkeypatch.setattr(pipeline, "_split", lambda: {"train": [f"s{i}" for i in range(n_train)], "val": ["v"]})
+    p = from_dict({"train": {"num_workers": workers, "crops_per_image": crops}})
+    pipeline._datasets(p, None, batch)
+    assert seen["repeat"] == expected
+    if crops is None and workers:  # the epoch, in global batches, gives each worker two to build
+        assert n_train * expected // batch >= 2 * workers
