@@ -90,18 +90,25 @@ def bd_checked(ref: pd.DataFrame, test: pd.DataFrame, min_overlap: float) -> dic
     return out
 
 
+def _deltas(at_a: pd.DataFrame, at_c: pd.DataFrame, metrics: tuple[str, ...], paired_seeds: bool, n_boot: int,
+            seed: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """Paired aware − control differences at one point (`metrics` include psnr, psnr_raw and bpp):
+    d_<metric>, the compression-specific part d_specific and the relative d_bpp_pct, each a
+    bootstrap_mean; and the (seeds x photos) matrices they came from."""
+    mats = {m: _matrix(at_a, at_c, m, paired_seeds) for m in metrics}
+    out: dict[str, Any] = {f"d_{m}": bootstrap_mean(mats[m].to_numpy(), n_boot, seed) for m in metrics}
+    # The compression-specific gain: what the aware ISP gains after compression beyond what it gains before.
+    out["d_specific"] = bootstrap_mean((mats["psnr"] - mats["psnr_raw"]).to_numpy(), n_boot, seed)
+    rel = mats["bpp"] / at_c.groupby(_unit(at_c)).bpp.mean()
+    out["d_bpp_pct"] = bootstrap_mean(100 * rel.to_numpy(), n_boot, seed)
+    return out, mats
+
+
 def compare(aware: pd.DataFrame, control: pd.DataFrame, *, qf: int, paired_seeds: bool, n_boot: int,
             seed: int, bd_min_overlap: float) -> dict[str, Any]:
     """The aware configuration against one control, at evaluation QF `qf` (and over the QF sweep)."""
     at_a, at_c = aware[aware.qf == qf], control[control.qf == qf]
-    out: dict[str, Any] = {}
-    mats = {m: _matrix(at_a, at_c, m, paired_seeds) for m in ("psnr", "psnr_raw", "psnr_y", "ssim", "bpp")}
-    for m in ("psnr", "psnr_raw", "psnr_y", "ssim", "bpp"):
-        out[f"d_{m}"] = bootstrap_mean(mats[m].to_numpy(), n_boot, seed)
-    # The compression-specific gain: what the aware ISP gains after JPEG beyond what it gains before.
-    out["d_specific"] = bootstrap_mean((mats["psnr"] - mats["psnr_raw"]).to_numpy(), n_boot, seed)
-    rel = mats["bpp"] / at_c.groupby(_unit(at_c)).bpp.mean()
-    out["d_bpp_pct"] = bootstrap_mean(100 * rel.to_numpy(), n_boot, seed)
+    out, mats = _deltas(at_a, at_c, ("psnr", "psnr_raw", "psnr_y", "ssim", "bpp"), paired_seeds, n_boot, seed)
     per_photo = mats["psnr"].mean(axis=0)
     out["photos_improved"] = int((per_photo > 0).sum())
     out["per_photo"] = {str(k): {"d_psnr": _f(v), "d_psnr_raw": _f(mats["psnr_raw"].mean(axis=0)[k])}
@@ -153,10 +160,6 @@ def cross_point(aware_df: pd.DataFrame, controls_df: pd.DataFrame, *, aware: str
     c = controls_df[(controls_df.model == control) & (controls_df.qf == qf)]
     if a.empty or c.empty:
         return {"control": control, "d_psnr": bootstrap_mean(np.empty((0, 0)))}
-    mats = {m: _matrix(a, c, m, paired_seeds=True) for m in ("psnr", "psnr_raw", "bpp")}
-    rel = mats["bpp"] / c.groupby(_unit(c)).bpp.mean()
-    return {"control": control,
-            "d_psnr": bootstrap_mean(mats["psnr"].to_numpy(), n_boot, seed),
-            "d_psnr_raw": bootstrap_mean(mats["psnr_raw"].to_numpy(), n_boot, seed),
-            "d_specific": bootstrap_mean((mats["psnr"] - mats["psnr_raw"]).to_numpy(), n_boot, seed),
-            "d_bpp_pct": bootstrap_mean(100 * rel.to_numpy(), n_boot, seed)}
+    deltas, _ = _deltas(a, c, ("psnr", "psnr_raw", "bpp"), True, n_boot, seed)
+    deltas.pop("d_bpp")  # the cell reports the relative ΔBPP only
+    return {"control": control, **deltas}
