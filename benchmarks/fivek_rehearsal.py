@@ -132,11 +132,16 @@ def write_params(src: Path, dst: Path, list_url: str, steps: int, overrides: lis
     return changes
 
 
+def pythonpath(clone: Path) -> str:
+    """The clone first, then any PYTHONPATH already set (packages installed with pip --target)."""
+    return os.pathsep.join(filter(None, [str(clone), os.environ.get("PYTHONPATH")]))
+
+
 def check_params(clone: Path) -> None:
     """Refuse params that the clone's caisp refuses (a typo in --set), before minutes of synthesis."""
     code = "from caisp.params import load_params; load_params('params.yaml')"
     res = subprocess.run([sys.executable, "-c", code], cwd=clone, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(clone)})
+                         env={**os.environ, "PYTHONPATH": pythonpath(clone)})
     if res.returncode:
         raise SystemExit(f"params.yaml of the rehearsal is invalid:\n{res.stderr.strip().splitlines()[-1]}")
 
@@ -266,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--commit", default=None,
+                    help="the commit the copied working tree was taken from, recorded in the results (a copy "
+                         "without .git, e.g. on another machine, knows only its own rehearsal commit)")
     ap.add_argument("--timeout", type=float, default=None, help="stop dvc repro after this many seconds")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--train-step", type=Path, default=ROOT / "benchmarks" / "results" / "train_step.json",
@@ -292,11 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         rc, total_s, clock, monitor = repro(clone, work, args.timeout)
         server.shutdown()
         result = collect(clone, clock, monitor, rc)
-        result.update(commit=commit, working_tree=args.working_tree, synthesis_s=synth_s, repro_s=total_s,
+        result.update(commit=args.commit or commit, working_tree=args.working_tree, synthesis_s=synth_s, repro_s=total_s,
                       settings={"images": args.images, "width": args.width, "height": args.height,
                                 "steps": args.steps, "params": changes},
                       workdir=str(work) if args.keep or rc else None, report=str(clone / "reports" / "report.md"))
-        result["extrapolation"] = extrapolate(result, clone / "params.yaml", args.train_step)
+        result["extrapolation"] = extrapolate(result, clone / "params.yaml", clone / "params-paper.yaml", args.train_step)
         write_results(result, args.results)
         if rc:  # the log goes beside the results; the work folder stays for a look at the clone
             shutil.copy(work / "repro.log", args.results / "fivek_rehearsal.log")
@@ -341,7 +349,7 @@ def repro(clone: Path, work: Path, timeout: float | None) -> tuple[int, float, S
     (shim / "python").chmod(0o755)
     no_proxy = ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1", "localhost"]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(clone), "no_proxy": no_proxy, "NO_PROXY": no_proxy, "DVC_NO_ANALYTICS": "1"}
+           "PYTHONPATH": pythonpath(clone), "no_proxy": no_proxy, "NO_PROXY": no_proxy, "DVC_NO_ANALYTICS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
@@ -379,21 +387,35 @@ def repro(clone: Path, work: Path, timeout: float | None) -> tuple[int, float, S
     return rc, end - t0, clock, monitor
 
 
-def extrapolate(r: dict, params: Path, train_step: Path) -> dict | None:
-    """A rough time for 487 raws: every stage's rehearsal time x 487 / images (data, evaluation and
-    validation scale with the images) + the paper's training compute at train_step.json's rates."""
+def matrix_factor(stage: str, paper: dict, rehearsal: dict) -> float:
+    """How many times params-paper.yaml's graph does `stage`'s work, for a rehearsal with fewer QFs or
+    seeds: stages templated by a QF repeat per QF; fine-tuning and evaluation loop over the seeds."""
+    base, _, item = stage.partition("@")
+    factor = 1.0
+    if item and item.split("-")[0].isdigit():
+        factor *= len(paper["qfs"]) / len(rehearsal["qfs"])
+    if base.startswith(("finetune", "evaluate")):
+        factor *= len(paper["seeds"]) / len(rehearsal["seeds"])
+    return factor
+
+
+def extrapolate(r: dict, params: Path, paper_params: Path, train_step: Path) -> dict | None:
+    """A rough time for 487 raws: the paper's training compute (params-paper.yaml's whole graph) at
+    train_step.json's rates + every stage's rehearsal wall time x 487 / images x matrix_factor (data,
+    evaluation and validation scale with the images; a stage's fixed start-up cost makes it an upper bound)."""
     if not train_step.is_file() or r["returncode"]:
         return None
     from ruamel.yaml import YAML
 
     from bench_train_step import load_results, paper_schedule, training_time
 
-    p = YAML(typ="safe", pure=True).load(params.read_text())
-    schedule = paper_schedule(390, len(p["qfs"]), len(p["seeds"]), tuple(p["cas"]["variants"]),
-                              tuple(p["cas"]["unfrozen"]))
+    load = YAML(typ="safe", pure=True).load
+    p, paper = load(params.read_text()), load(paper_params.read_text())
+    schedule = paper_schedule(390, len(paper["qfs"]), len(paper["seeds"]), tuple(paper["cas"]["variants"]),
+                              tuple(paper["cas"]["unfrozen"]))
     ts = load_results(train_step)
     train = training_time(ts["flops_per_crop"], ts["rate"], schedule)
-    other = r["stage_sum_s"] * 487 / r["settings"]["images"]
+    other = sum(st["wall_s"] * matrix_factor(st["name"], paper, p) for st in r["stages"]) * 487 / r["settings"]["images"]
     return {"rates_from": ts["device"], "training_compute_s": train["total_s"], "other_scaled_s": other,
             "total_s": train["total_s"] + other}
 
@@ -430,7 +452,9 @@ def write_results(r: dict, folder: Path) -> None:
     if x := r.get("extrapolation"):
         lines += [f"Rough time for 487 raws: {x['total_s'] / 3600:.1f} h = training compute at the rates of "
                   f"{x['rates_from']} {x['training_compute_s'] / 3600:.1f} h (benchmarks/results/train_step.md) + "
-                  f"every stage's rehearsal time x 487 / {s['images']} {x['other_scaled_s'] / 3600:.1f} h.", ""]
+                  f"every stage's rehearsal time x 487 / {s['images']} (x the paper graph's QFs and seeds where the "
+                  f"rehearsal ran fewer) {x['other_scaled_s'] / 3600:.1f} h, an upper bound: a stage's start-up "
+                  "does not grow with the images.", ""]
     (folder / "fivek_rehearsal.md").write_text("\n".join(lines))
 
 

@@ -126,6 +126,17 @@ def test_stage_clock_on_a_canned_dvc_log(reh):
         "train_cas", "finetune*", "evaluate*", "encode", "finetune*"]
 
 
+def test_matrix_factor_scales_a_reduced_rehearsal_to_the_paper_graph(reh):
+    paper, reduced = {"qfs": [80, 90], "seeds": [0, 1, 2]}, {"qfs": [80], "seeds": [0]}
+    f = {n: reh.matrix_factor(n, paper, reduced) for n in (
+        "download", "encode@80", "train_cas@80-acn", "pretrain_isp", "finetune_control@agnostic",
+        "finetune@80-djs", "evaluate_controls", "evaluate_unfrozen@80-unet", "report")}
+    assert f == {"download": 1, "encode@80": 2, "train_cas@80-acn": 2, "pretrain_isp": 1,
+                 "finetune_control@agnostic": 3, "finetune@80-djs": 6, "evaluate_controls": 3,
+                 "evaluate_unfrozen@80-unet": 6, "report": 1}
+    assert reh.matrix_factor("finetune@80-djs", paper, paper) == 1
+
+
 def test_clock_blames_the_running_stage_when_dvc_is_killed(reh):
     clock = reh.StageClock(t0=0.0)
     clock.feed("Running stage 'pretrain_isp':\n", 2.0)
