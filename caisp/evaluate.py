@@ -120,7 +120,7 @@ def run_model(model: nn.Module, image: torch.Tensor, *, device: str | torch.devi
     return y[..., :h, :w].float().cpu()
 
 
-def isp_outputs(model: nn.Module, dataset: Sequence[dict], *, device: str | torch.device = "cpu",
+def isp_outputs(model: nn.Module, dataset: Sequence[dict], *, device: str | torch.device,
                 tile: int | None = None, overlap: int = 32) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield (stem, f(x) as uint8, y as uint8) for every full-size image of `dataset`."""
     for i in range(len(dataset)):

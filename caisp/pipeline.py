@@ -437,14 +437,18 @@ def _figure4_examples(p: Params, pt: Point, variant: str, n: int = 2) -> list[di
     """Run the fine-tuned control and the aware ISP (first seed each) on the first test photos."""
     from caisp.checkpoint import load_model
     from caisp.evaluate import isp_outputs, make_example
+    from caisp.train import resolve_device, set_determinism
 
+    # On the training device: the FiveK rehearsal's report ran these 12 MP photos on the CPU for minutes.
+    set_determinism(p.train.threads, p.train.deterministic)
+    device = resolve_device(p.train.device)
     test = _test_set(p, _split()["test"][:n])
     seed = p.seeds[0]
     outs = {}
     for label, path in (("agnostic", isp_path("agnostic", seed=seed)),
                         ("aware", isp_path("aware", pt, variant, seed))):
         net = load_model(path)[0]
-        outs[label] = list(isp_outputs(net, test, tile=p.evaluate.tile, overlap=p.evaluate.overlap))
+        outs[label] = list(isp_outputs(net, test, device=device, tile=p.evaluate.tile, overlap=p.evaluate.overlap))
     return [make_example(f"{stem} ({pt.label}, CAS {variant})", gt, pred_ag, aware[1], qf=pt.quality,
                          codec=pt.codec, settings=p.codec_settings(pt.codec), crop=128)
             for (stem, pred_ag, gt), aware in zip(outs["agnostic"], outs["aware"])]
@@ -515,10 +519,9 @@ def run_report(p: Params) -> Path:
     rd = _rd_curves(p, qf)
     io.write_text(REPORTS / "rd_curves.csv", rd.to_csv(index=False))
     codec_rd = {}
-    for pt in p.points:  # each other codec's curves at its highest training quality
-        if pt.codec != "jpeg":
-            top = max(q.quality for q in p.points if q.codec == pt.codec)
-            codec_rd[pt.codec] = _rd_curves(p, Point(pt.codec, top))
+    for codec in dict.fromkeys(pt.codec for pt in p.points if pt.codec != "jpeg"):
+        top = max(q.quality for q in p.points if q.codec == codec)  # its highest training quality
+        codec_rd[codec] = _rd_curves(p, Point(codec, top))
     curves = {}
     for tsv in sorted((REPORTS / "train").glob("**/plots/metrics/val/psnr.tsv")):
         run = tsv.parents[3].relative_to(REPORTS / "train").as_posix()
