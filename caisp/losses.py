@@ -37,10 +37,15 @@ def _get(batch: Batch, key: str, task: str) -> Tensor:
 
 class Task(nn.Module):
     """Base class: subclasses set `self.net`, the batch keys `src` (the net's input) and `dst` (what
-    validation compares its output with), and implement `forward`."""
+    validation compares its output with), and implement `forward`. Those two are all a task reads
+    (`batch_keys`), so the pipeline's datasets load nothing else."""
 
     net: nn.Module
     src = dst = ""
+
+    @classmethod
+    def batch_keys(cls) -> tuple[str, str]:
+        return cls.src, cls.dst
 
     def forward(self, batch: Batch) -> tuple[Tensor, Logs]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -158,7 +158,7 @@ def _split() -> dict:
 
 # ---------------------------------------------------------------- training stages
 
-def _datasets(p: Params, point: Point | None, batch_size: int):
+def _datasets(p: Params, point: Point | None, batch_size: int, keys: tuple[str, ...]):
     from caisp.data.dataset import RawRGBDataset
 
     split = _split()
@@ -173,7 +173,8 @@ def _datasets(p: Params, point: Point | None, batch_size: int):
     # CAS training ran at one core's ~50 crops/s with 8 workers; benchmarks/results/fivek_rehearsal.md).
     workers = 2 * p.train.num_workers * batch_size
     repeat = p.train.crops_per_image or max(1, 64 // n_train, -(-batch_size // n_train), -(-workers // n_train))
-    common = dict(jpeg_dir=jd, input_norm=p.model.input_norm)
+    # Only the images the task reads, 8-bit ones as uint8 until the device (caisp.data.dataset).
+    common = dict(jpeg_dir=jd, input_norm=p.model.input_norm, keys=keys, uint8=True)
     train = RawRGBDataset(RENDERED, split["train"], patch=p.train.patch, train=True, repeat=repeat, **common)
     val = RawRGBDataset(RENDERED, split["val"] or split["train"][:1], patch=None, train=False, **common)
     return train, val
@@ -249,17 +250,18 @@ def run_train_cas(p: Params, point: Point | int, variant: str) -> dict:
         # Analytic simulators have no training curve; the stage's log folder says so.
         io.write_json(REPORTS / "train" / run / "metrics.json", {"trained": False, "variant": variant})
     else:
-        train, val = _datasets(p, pt, p.cas.batch_size)
+        task = CasTask(cas)
+        train, val = _datasets(p, pt, p.cas.batch_size, task.batch_keys())
         c = p.cas
         steps = c.acn_steps if variant == "acn" else c.steps
-        result = _fit(CasTask(cas), train, val, run=run, steps=steps,
+        result = _fit(task, train, val, run=run, steps=steps,
                       batch_size=c.batch_size, lr=c.lr, p=p, identity=[config, to_dict(c), to_dict(p.train)])
     save_model(cas_path(pt, variant), cas, config)
     split = _split()
 
     def fidelity(names: list[str]):
         data = RawRGBDataset(RENDERED, names, jpeg_dir=codec_dir(pt), patch=None, train=False,
-                             input_norm=p.model.input_norm)
+                             input_norm=p.model.input_norm, keys=CasTask.batch_keys())
         return evaluate_cas(cas.eval(), data, device=resolve_device(p.train.device), tile=p.evaluate.tile,
                             overlap=p.evaluate.overlap)
 
@@ -302,8 +304,9 @@ def run_pretrain_isp(p: Params) -> dict:
     torch.manual_seed(p.seed)
     isp = models.build("isp_net", **config["kwargs"])
     i = p.isp
-    train, val = _datasets(p, None, i.batch_size)
-    result = _fit(IspTask(isp), train, val, run="isp-pretrain", steps=i.steps, batch_size=i.batch_size,
+    task = IspTask(isp)
+    train, val = _datasets(p, None, i.batch_size, task.batch_keys())
+    result = _fit(task, train, val, run="isp-pretrain", steps=i.steps, batch_size=i.batch_size,
                   lr=i.lr, p=p, identity=[config, to_dict(i), to_dict(p.train)])
     save_model(isp_path("pretrained"), isp, config)
     io.write_json(REPORTS / "isp" / "pretrain.json", result)
@@ -334,7 +337,8 @@ def run_finetune(p: Params, point: Point | int | None = None, variant: str | Non
     pt = None if point is None else as_point(point)
     name = run_name(kind, pt, variant)
     f = p.finetune
-    train, val = _datasets(p, None, f.batch_size)  # L_comp compares g(f(x)) with g(y): no real JPEG needed
+    # L_comp compares g(f(x)) with g(y): no real JPEG needed
+    train, val = _datasets(p, None, f.batch_size, CompressionAwareTask.batch_keys())
     results = {}
     for seed in p.seeds:
         isp, base_config = load_model(isp_path("pretrained"))

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from caisp import CaispError
 from caisp.checkpoint import _load_reason
+from caisp.data.dataset import to_float
 from caisp.io import atomic_path, write_text
 from caisp.metrics import psnr
 
@@ -255,6 +256,8 @@ def _to_device(batch: dict[str, Any], dev: torch.device, channels_last: bool) ->
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
             v = v.to(dev, non_blocking=True)
+            if v.dtype == torch.uint8:  # 8-bit images travel as such (RawRGBDataset(uint8=True))
+                v = to_float(v)
             if channels_last and v.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v

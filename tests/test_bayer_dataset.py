@@ -219,7 +219,8 @@ def test_window_equals_the_whole_image_normalised(rendered: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"patch": 0}, "patch"), ({"patch": 20}, "patch"), ({"patch": -16}, "patch"), ({"patch": True}, "patch"),
-     ({"input_norm": "gray"}, "input_norm"), ({"repeat": 0}, "repeat")],
+     ({"input_norm": "gray"}, "input_norm"), ({"repeat": 0}, "repeat"), ({"keys": ["raw", "rgb"]}, "rgb"),
+     ({"keys": ["srgb", "jpeg"]}, "jpeg_dir")],
 )
 def test_bad_arguments(rendered: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(CaispError, match=match):
@@ -260,3 +261,28 @@ def test_augmenting_the_mosaic_equals_augmenting_the_demosaic(rendered: Path, no
                     expected = torch.rot90(expected, rot, dims=(-2, -1))
                     got = _raw_window(img, y0, x0, h, w, norm, (flip_v, flip_h, rot))
                     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_keys_and_uint8_give_the_same_crops_with_less(rendered: Path) -> None:
+    """A CAS task's dataset (srgb and jpeg only, 8-bit) yields exactly the default's crops of those
+    keys: skipping the demosaic draws no random numbers, and the float conversion is the loader's."""
+    from caisp.data.dataset import to_float
+    from caisp.train import _to_device
+
+    full = RawRGBDataset(rendered, ["a", "b"], jpeg_dir=rendered / "jpeg", patch=32, train=True, repeat=3)
+    lean = RawRGBDataset(rendered, ["a", "b"], jpeg_dir=rendered / "jpeg", patch=32, train=True, repeat=3,
+                         keys=("srgb", "jpeg"), uint8=True)
+    assert full.keys == ("raw", "srgb", "jpeg")
+    for i in range(len(full)):
+        torch.manual_seed(i)
+        a = full[i]
+        torch.manual_seed(i)
+        b = lean[i]
+        assert set(b) == {"srgb", "jpeg", "stem"} and b["stem"] == a["stem"]
+        for key in ("srgb", "jpeg"):
+            assert b[key].dtype == torch.uint8 and b[key].shape == a[key].shape
+            assert torch.equal(to_float(b[key].clone()), a[key])
+    moved = _to_device({"srgb": lean[0]["srgb"][None], "stem": ["a"]}, torch.device("cpu"), channels_last=False)
+    assert moved["srgb"].dtype == torch.float32 and moved["srgb"].max() <= 1
+    isp = RawRGBDataset(rendered, ["a"], patch=32, train=False, keys=("raw", "srgb"))[0]
+    assert set(isp) == {"raw", "srgb", "stem"} and isp["srgb"].dtype == torch.float32

@@ -600,7 +600,7 @@ def test_crops_per_image_keeps_every_loader_worker_busy(monkeypatch, n_train, ba
     monkeypatch.setattr(dataset, "RawRGBDataset", Fake)
     monkeypatch.setattr(pipeline, "_split", lambda: {"train": [f"s{i}" for i in range(n_train)], "val": ["v"]})
     p = from_dict({"train": {"num_workers": workers, "crops_per_image": crops}})
-    pipeline._datasets(p, None, batch)
+    pipeline._datasets(p, None, batch, ("raw", "srgb"))
     assert seen["repeat"] == expected
     if crops is None and workers:  # the epoch, in global batches, gives each worker two to build
         assert n_train * expected // batch >= 2 * workers

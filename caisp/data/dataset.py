@@ -78,8 +78,21 @@ def _raw_window(img: RenderedImage, y0: int, x0: int, h: int, w: int, input_norm
     return raw
 
 
+KEYS = ("raw", "srgb", "jpeg")
+
+
+def to_float(img: Tensor) -> Tensor:
+    """uint8 -> float32 in [0, 1], the one conversion of the dataset and the training loop."""
+    return img.float().div_(255.0)
+
+
 class RawRGBDataset(Dataset):
     """Items `{"raw", "srgb", ["jpeg"], "stem"}`; images float32 (3, h, w) in [0, 1].
+
+    `keys` limits an item to the images a task reads (`caisp.losses`: CAS-Net training never needs
+    the demosaic, half of a crop's work). `uint8=True` leaves `srgb` and `jpeg` as uint8 (3, h, w),
+    a quarter of the bytes through the loader's shared memory and the copy to the GPU; the training
+    loop turns them into floats on the device (`caisp.train`), with the same division as here.
 
     `raw` is the ISP-Net's input (see `caisp.data.bayer.INPUT_NORMS`): the bilinear demosaic of the
     mosaic, first multiplied by the camera WB gains and clipped (unless input_norm == "none"), then
@@ -104,6 +117,8 @@ class RawRGBDataset(Dataset):
         train: bool = True,
         input_norm: str = "camera",
         repeat: int = 1,
+        keys: Iterable[str] | None = None,
+        uint8: bool = False,
     ) -> None:
         if patch is not None and (
             isinstance(patch, bool) or not isinstance(patch, int) or patch <= 0 or patch % GRID
@@ -117,6 +132,13 @@ class RawRGBDataset(Dataset):
         self.stems = list(stems)
         self.patch, self.train, self.input_norm = patch, train, input_norm
         self.repeat = repeat
+        self.keys = tuple(keys) if keys is not None else KEYS[:2] + (("jpeg",) if jpeg_dir is not None else ())
+        unknown = sorted(set(self.keys) - set(KEYS))
+        if unknown:
+            raise CaispError(f"unknown dataset key(s) {unknown} (known: {', '.join(KEYS)})")
+        if "jpeg" in self.keys and jpeg_dir is None:
+            raise CaispError("dataset key 'jpeg' needs a jpeg_dir (the encoded images of a codec point)")
+        self.uint8 = bool(uint8)
         # Paths and metadata only (a few hundred bytes an image): pixels are read per item.
         self.images = [RenderedImage(self.rendered_dir, stem, self.jpeg_dir) for stem in self.stems]
 
@@ -151,11 +173,12 @@ class RawRGBDataset(Dataset):
         if self.train and self.patch is not None:
             flip_v, flip_h = torch.randint(2, (2,)).tolist()
             aug = (flip_v, flip_h, int(torch.randint(4, ()).item()))
-        out: dict[str, Tensor | str] = {"raw": _raw_window(img, y0, x0, h, w, self.input_norm, aug)}
-        for key, arr in (("srgb", img.target(y0, x0, h, w)), ("jpeg", img.jpeg(y0, x0, h, w))):
-            if arr is not None:  # flipped as 8-bit HWC, a quarter of the bytes of float32 CHW
-                chw = np.ascontiguousarray(_augment(arr, aug).transpose(2, 0, 1))
-                out[key] = torch.from_numpy(chw).float().div_(255.0)
-        out["raw"] = out["raw"].contiguous()
+        out: dict[str, Tensor | str] = {}
+        if "raw" in self.keys:
+            out["raw"] = _raw_window(img, y0, x0, h, w, self.input_norm, aug).contiguous()
+        for key, read in (("srgb", img.target), ("jpeg", img.jpeg)):
+            if key in self.keys:  # flipped as 8-bit HWC, a quarter of the bytes of float32 CHW
+                chw = torch.from_numpy(np.ascontiguousarray(_augment(read(y0, x0, h, w), aug).transpose(2, 0, 1)))
+                out[key] = chw if self.uint8 else to_float(chw)
         out["stem"] = img.stem
         return out
