@@ -51,6 +51,17 @@ def test_psnr_raw_of_a_constant_offset_is_analytic():
     assert r["psnr_raw"] == pytest.approx(10 * math.log10(255**2 / 9), abs=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 3), (300, 311, 3), (1, 1 << 18, 1)])
+def test_psnr_u8_sums_exactly_across_its_chunks(shape):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    b = rng.integers(0, 256, shape, dtype=np.uint8)
+    sse = ((a.astype(np.float64) - b) ** 2).sum()
+    assert ev.psnr_u8(a, b) == pytest.approx(10 * math.log10(255.0**2 / (sse / a.size)), abs=1e-12)
+    assert ev.psnr_u8(a, a) == math.inf
+    assert ev.psnr_u8(a[:, ::-1], b[:, ::-1]) == pytest.approx(ev.psnr_u8(a, b), abs=1e-12)  # a strided view
+
+
 def test_bpp_counts_file_bytes_of_an_independent_encode():
     y = _image()
     pred = np.clip(y.astype(int) + 5, 0, 255).astype(np.uint8)
