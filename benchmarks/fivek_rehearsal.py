@@ -9,6 +9,11 @@ params.yaml = params-paper.yaml with only data.fivek.list_url, the step counts a
 One `dvc repro` then runs; its "Running stage" lines time the stages, a thread samples the summed
 RSS of its process tree (and GPU memory, with nvidia-smi), dvc.lock gives each stage's disk.
 Writes <results>/fivek_rehearsal.json and .md (default benchmarks/results/).
+
+A rehearsal longer than one sitting (a GPU machine that runs a command for at most 10 minutes) runs in
+parts: `--workdir W --timeout T` stops `dvc repro` after T seconds and keeps W; `--workdir W --resume`
+serves the same mirror on the same port, runs `dvc repro` again in W's clone (DVC skips the finished
+stages) and writes results that add both parts' stages.
 """
 from __future__ import annotations
 
@@ -92,12 +97,12 @@ def synthesize(out: Path, n: int, width: int, height: int, workers: int) -> list
         return list(pool.map(_synth_one, jobs))
 
 
-def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """A quiet static file server on a free port of 127.0.0.1, in a daemon thread."""
+def serve(folder: Path, port: int = 0) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A quiet static file server on 127.0.0.1 (a free port unless `port`), in a daemon thread."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -275,35 +280,54 @@ def main(argv: list[str] | None = None) -> int:
                     help="the commit the copied working tree was taken from, recorded in the results (a copy "
                          "without .git, e.g. on another machine, knows only its own rehearsal commit)")
     ap.add_argument("--timeout", type=float, default=None, help="stop dvc repro after this many seconds")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the stopped rehearsal in --workdir (same clone, mirror and URL)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--train-step", type=Path, default=ROOT / "benchmarks" / "results" / "train_step.json",
                     help="bench_train_step.py's results, for the extrapolation to 487 raws (if present)")
     args = ap.parse_args(argv)
+    if args.resume and args.workdir is None:
+        raise SystemExit("--resume needs the --workdir of the stopped rehearsal")
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="fivek_rehearsal_"))).resolve()
-    clone, mirror = work / "clone", work / "mirror"
+    clone, mirror, state = work / "clone", work / "mirror", work / "rehearsal.json"
     work.mkdir(parents=True, exist_ok=True)
-    rc = 1
+    rc, prev = 1, None
     try:
-        for old in (clone, mirror):  # a --workdir of an earlier rehearsal: start fresh
-            shutil.rmtree(old, ignore_errors=True)
-        commit = make_clone(args.repo.resolve(), clone, args.working_tree)
-        mirror.mkdir()
-        server, base = serve(mirror)
-        changes = write_params(clone / "params-paper.yaml", clone / "params.yaml", f"{base}/NIKON_D700.txt",
-                               args.steps, args.set)
-        check_params(clone)
-        t = time.perf_counter()
-        files = synthesize(mirror, args.images, args.width, args.height, args.workers)
-        synth_s = time.perf_counter() - t
-        print(f"{len(files)} DNGs of {args.width}x{args.height} in {synth_s:.0f} s", flush=True)
-        write_list(mirror / "NIKON_D700.txt", base, files)
+        if args.resume:
+            if not state.is_file():
+                raise SystemExit(f"--resume: {state} not found: no rehearsal was stopped in {work}")
+            prev = json.loads(state.read_text())
+            if prev["returncode"] == 0:
+                raise SystemExit(f"--resume: the rehearsal in {work} already finished")
+            server, base = serve(mirror, int(prev["base_url"].rsplit(":", 1)[1]))  # params hold the URL
+            info = {k: prev[k] for k in ("commit", "working_tree", "synthesis_s", "settings")}
+        else:
+            for old in (clone, mirror, state, work / "repro.log"):  # an earlier rehearsal's --workdir: start afresh
+                if old.is_dir():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink(missing_ok=True)
+            commit = make_clone(args.repo.resolve(), clone, args.working_tree)
+            mirror.mkdir()
+            server, base = serve(mirror)
+            changes = write_params(clone / "params-paper.yaml", clone / "params.yaml", f"{base}/NIKON_D700.txt",
+                                   args.steps, args.set)
+            check_params(clone)
+            t = time.perf_counter()
+            files = synthesize(mirror, args.images, args.width, args.height, args.workers)
+            synth_s = time.perf_counter() - t
+            print(f"{len(files)} DNGs of {args.width}x{args.height} in {synth_s:.0f} s", flush=True)
+            write_list(mirror / "NIKON_D700.txt", base, files)
+            info = {"commit": args.commit or commit, "working_tree": args.working_tree, "synthesis_s": synth_s,
+                    "settings": {"images": args.images, "width": args.width, "height": args.height,
+                                 "steps": args.steps, "params": changes}}
         rc, total_s, clock, monitor = repro(clone, work, args.timeout)
         server.shutdown()
-        result = collect(clone, clock, monitor, rc)
-        result.update(commit=args.commit or commit, working_tree=args.working_tree, synthesis_s=synth_s, repro_s=total_s,
-                      settings={"images": args.images, "width": args.width, "height": args.height,
-                                "steps": args.steps, "params": changes},
+        result = collect(clone, clock, monitor, rc, prev)
+        result.update(info, base_url=base, repro_s=total_s + (prev["repro_s"] if prev else 0.0),
+                      parts=(prev.get("parts", 1) if prev else 0) + 1,
                       workdir=str(work) if args.keep or rc else None, report=str(clone / "reports" / "report.md"))
+        state.write_text(json.dumps(result, indent=1, default=str) + "\n")
         result["extrapolation"] = extrapolate(result, clone / "params.yaml", clone / "params-paper.yaml", args.train_step)
         write_results(result, args.results)
         if rc:  # the log goes beside the results; the work folder stays for a look at the clone
@@ -315,28 +339,46 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def collect(clone: Path, clock: StageClock, monitor: Monitor, rc: int) -> dict:
-    """The measurements: one row per stage (wall, memory peaks, disk of its outs), sums, totals."""
+def collect(clone: Path, clock: StageClock, monitor: Monitor, rc: int, prev: dict | None = None) -> dict:
+    """The measurements: one row per stage (wall, memory peaks, disk of its outs), sums, totals;
+    with `prev` (the results of the stopped part), its finished stages first, then this part's."""
     disk = lock_disk(clone / "dvc.lock") if (clone / "dvc.lock").is_file() else {}
-    kinds: dict[str, float] = {}
     for st in clock.stages:
-        # a stage that failed or was stopped has the clone's committed dvc.lock entry, not this run's
-        size = disk.get(st["name"]) if st["status"] in ("ran", "skipped", "run cache") else None
         st.update(peak_rss_mib=monitor.rss.get(st["name"], 0) / 2**20,
-                  peak_pss_mib=monitor.pss.get(st["name"], 0) / 2**20, disk_mib=size and size / 2**20)
+                  peak_pss_mib=monitor.pss.get(st["name"], 0) / 2**20)
         if monitor.smi:
             st["peak_gpu_mib"] = monitor.gpu.get(st["name"], 0) / 2**20
+    stages = merge_parts(prev["stages"], prev["repro_s"], clock.stages) if prev else clock.stages
+    kinds: dict[str, float] = {}
+    for st in stages:
+        # a stage that failed or was stopped has the clone's committed dvc.lock entry, not this run's
+        size = disk.get(st["name"]) if st["status"] in ("ran", "skipped", "run cache") else None
+        st["disk_mib"] = size and size / 2**20
         kinds[kind(st["name"])] = kinds.get(kind(st["name"]), 0.0) + st["wall_s"]
+
+    def peak(key: str, now: float | None) -> float | None:
+        both = [v for v in (now, prev and prev[key]) if v is not None]
+        return max(both) if both else None
     split = clone / "data" / "split.json"
     return {"date": str(datetime.date.today()), "machine": machine(), "returncode": rc,
             "failed_stage": clock.failed, "stopped": clock.stopped,
             "split": {k: len(v) for k, v in json.loads(split.read_text()).items() if k in ("train", "val", "test")}
             if split.is_file() else None,
-            "stage_sum_s": sum(st["wall_s"] for st in clock.stages),
-            "peak_rss_mib": monitor.rss.get("overall", 0) / 2**20, "peak_pss_mib": monitor.pss.get("overall", 0) / 2**20,
-            "peak_gpu_mib": monitor.gpu["overall"] / 2**20 if monitor.gpu else None,
-            "stages": clock.stages, "kinds_s": kinds,
+            "stage_sum_s": sum(st["wall_s"] for st in stages),
+            "peak_rss_mib": peak("peak_rss_mib", monitor.rss.get("overall", 0) / 2**20),
+            "peak_pss_mib": peak("peak_pss_mib", monitor.pss.get("overall", 0) / 2**20),
+            "peak_gpu_mib": peak("peak_gpu_mib", monitor.gpu["overall"] / 2**20 if monitor.gpu else None),
+            "stages": stages, "kinds_s": kinds,
             "disk_mib": {d: du(clone / d) / 2**20 for d in ("data", "models", ".dvc/cache")}}
+
+
+def merge_parts(before: list[dict], offset: float, now: list[dict]) -> list[dict]:
+    """The stages of a resumed rehearsal: those the stopped part finished, then this part's, except
+    its skips of stages the first part ran; this part's start times follow the first part's."""
+    done = [st for st in before if st["status"] in ("ran", "run cache")]
+    names = {st["name"] for st in done}
+    return done + [{**st, "start_s": st["start_s"] + offset} for st in now
+                   if not (st["status"] == "skipped" and st["name"] in names)]
 
 
 def repro(clone: Path, work: Path, timeout: float | None) -> tuple[int, float, StageClock, Monitor]:
@@ -372,7 +414,7 @@ def repro(clone: Path, work: Path, timeout: float | None) -> tuple[int, float, S
     timer = threading.Timer(timeout, stop) if timeout else None
     if timer:
         timer.start()
-    with open(work / "repro.log", "w") as log:
+    with open(work / "repro.log", "a") as log:  # a resumed rehearsal's parts follow each other
         for line in proc.stdout:
             clock.feed(line, time.perf_counter())
             sys.stdout.write(line)
@@ -442,7 +484,9 @@ def write_results(r: dict, folder: Path) -> None:
         lines.append(f"| {st['name']} | {st['status']} | {st['wall_s']:.1f} | {st['peak_rss_mib']:.0f} | "
                      f"{st['peak_pss_mib']:.0f} | "
                      + (f"{st['peak_gpu_mib']:.0f} | " if gpu else "") + (f"{st['disk_mib']:.1f} |" if st["disk_mib"] is not None else "- |"))
-    lines += ["", f"`dvc repro` {r['repro_s']:.0f} s wall (stages {r['stage_sum_s']:.0f} s), exit {r['returncode']}"
+    lines += ["", f"`dvc repro` {r['repro_s']:.0f} s wall"
+              + (f" in {r['parts']} parts (`--resume`)" if r.get("parts", 1) > 1 else "")
+              + f" (stages {r['stage_sum_s']:.0f} s), exit {r['returncode']}"
               + (f", {'stopped' if r['stopped'] else 'failed'} in `{r['failed_stage']}`" if r["returncode"] else "")
               + f"; peak of the tree: RSS {r['peak_rss_mib']:.0f} MiB, PSS {r['peak_pss_mib']:.0f} MiB"
               + (f", GPU {r['peak_gpu_mib']:.0f} MiB" if r["peak_gpu_mib"] is not None else "") + ".", "",

@@ -137,6 +137,19 @@ def test_matrix_factor_scales_a_reduced_rehearsal_to_the_paper_graph(reh):
     assert reh.matrix_factor("finetune@80-djs", paper, paper) == 1
 
 
+def test_resumed_parts_keep_the_finished_stages_and_follow_them_in_time(reh):
+    first = [{"name": "download", "start_s": 0.0, "wall_s": 5.0, "status": "ran"},
+             {"name": "render", "start_s": 5.0, "wall_s": 10.0, "status": "ran"},
+             {"name": "encode@80", "start_s": 15.0, "wall_s": 3.0, "status": "stopped"}]
+    second = [{"name": "download", "start_s": 1.0, "wall_s": 0.0, "status": "skipped"},
+              {"name": "render", "start_s": 1.0, "wall_s": 0.0, "status": "skipped"},
+              {"name": "encode@80", "start_s": 2.0, "wall_s": 9.0, "status": "ran"},
+              {"name": "split", "start_s": 11.0, "wall_s": 1.0, "status": "ran"}]
+    merged = reh.merge_parts(first, 18.0, second)
+    assert [(s["name"], s["status"], s["start_s"]) for s in merged] == [
+        ("download", "ran", 0.0), ("render", "ran", 5.0), ("encode@80", "ran", 20.0), ("split", "ran", 29.0)]
+
+
 def test_clock_blames_the_running_stage_when_dvc_is_killed(reh):
     clock = reh.StageClock(t0=0.0)
     clock.feed("Running stage 'pretrain_isp':\n", 2.0)
