@@ -41,8 +41,9 @@ _CHUNK = 1 << 18
 def psnr_u8(a: np.ndarray, b: np.ndarray, device: str | torch.device = "cpu") -> float:
     """PSNR (dB, data range 255) of two uint8 HxWx3 images; inf when identical. The squared error is
     summed in exact integers (independent of summation order), in chunks of 256 Ki values that stay in
-    the cache: 13x faster at 12 MP than whole-image int64 copies (0.05 s against 0.64 s on one core),
-    which made these sums the bulk of a FiveK evaluation stage's CPU time."""
+    the cache: at 12 MP 0.09 s on one core against 0.32 s (up to 0.7 s on a first call) for
+    whole-image int64 copies, which made these sums most of the scoring's CPU time
+    (benchmarks/results/evaluate.md)."""
     if a.shape != b.shape:
         raise ValueError(f"psnr_u8: shapes differ, {a.shape} and {b.shape}")
     fa, fb = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
