@@ -187,8 +187,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_state(path: Path, step: int, task: nn.Module, opt: torch.optim.Optimizer,
-                sched: torch.optim.lr_scheduler.LRScheduler, metrics: dict[str, float]) -> None:
-    """Collective (every rank calls it): rank 0 writes the state with every rank's RNG state."""
+                sched: torch.optim.lr_scheduler.LRScheduler, metrics: dict[str, float],
+                log_sums: dict[str, float] | None = None) -> None:
+    """Collective (every rank calls it): rank 0 writes the state with every rank's RNG state and the
+    running sums of the logged train loss since the last logged step (`log_sums`, with "n")."""
     rngs = [_rng_state()]
     if get_world_size() > 1:
         rngs = [None] * get_world_size()
@@ -198,7 +200,7 @@ def _save_state(path: Path, step: int, task: nn.Module, opt: torch.optim.Optimiz
     state = {
         "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "world_size": len(rngs),
         "task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "rng": rngs, "metrics": metrics,
+        "rng": rngs, "metrics": metrics, "log_sums": dict(log_sums or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -347,6 +349,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
 
     # Resume: weights, Adam moments, schedule position and every rank's RNG state.
     step, metrics = 0, {"train_loss": math.nan, "val_psnr": math.nan}
+    resumed_sums: dict[str, float] = {}
     resuming = cfg.state_path is not None and cfg.state_path.is_file()
     if resuming:
         state = _load_state(cfg.state_path)
@@ -359,6 +362,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                              "delete it to train from scratch") from e
         sched.load_state_dict(state["scheduler"])
         step, metrics = int(state["step"]), dict(state.get("metrics", metrics))
+        resumed_sums = dict(state.get("log_sums", {}))
         if len(state["rng"]) == world:
             _set_rng_state(state["rng"][rank])
         else:  # another world size: data order stays right, random draws just differ
@@ -421,8 +425,10 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     bar = tqdm(total=cfg.steps, initial=step, disable=not (show and tty), unit="step",
                dynamic_ncols=True, file=sys.stderr)
     log_every, log_loss, log_n, log_step = 10.0, 0.0, 0, step
-    sums: dict[str, float] = defaultdict(float)
-    n_sum, img_s, t_last = 0, 0.0, time.perf_counter()
+    # A resumed run's first logged train loss averages the same steps as an uninterrupted run's.
+    sums: dict[str, float] = defaultdict(float, resumed_sums)
+    n_sum = int(sums.pop("n", 0))
+    img_s, t_last = 0.0, time.perf_counter()
     t_log = t_last
 
     def log_line() -> None:
@@ -489,7 +495,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                 sums.clear()
                 n_sum = 0
             if cfg.state_path is not None and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-                _save_state(cfg.state_path, step, task, opt, sched, metrics)
+                _save_state(cfg.state_path, step, task, opt, sched, metrics, {"n": n_sum, **sums})
             if on_step is not None:
                 on_step(step, values)
     finally:

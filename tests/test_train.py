@@ -272,6 +272,9 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     # dvclive history continues without duplicates: validations at 5 and 10 (epoch ends).
     rows = (tmp_path / "run" / "live" / "plots" / "metrics" / "val" / "psnr.tsv").read_text().splitlines()
     assert [int(r.split("\t")[0]) for r in rows[1:]] == [5, 10]
+    # ... and its train loss at 10 averages steps 6..10, as the uninterrupted run's (not 7..10).
+    loss = [(d / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text() for d in (tmp_path / "ref", tmp_path / "run")]
+    assert loss[0] == loss[1]
     # A finished state is not trained again.
     net2, seen2, res2 = _resume_run(tmp_path / "run", None)
     assert seen2 == [] and res2["start_step"] == 10 and res2["val_psnr"] == res["val_psnr"]
