@@ -1,7 +1,6 @@
 """report.md with Tables 1-3 beside the paper's values, and valid PNG figures."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from PIL import Image
