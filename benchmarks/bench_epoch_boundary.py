@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from caisp.io import write_text  # noqa: E402
+from caisp.pipeline import crops_per_image  # noqa: E402
 
 CROP_S = 0.007
 
@@ -67,7 +68,7 @@ def main() -> None:
     n_train = 19
     rows = []
     for label, repeat in (("before: one batch per epoch", 4),
-                          ("now: two batches per worker", -(-2 * args.workers * args.batch // n_train))):
+                          ("now: two batches per worker", crops_per_image(n_train, args.batch, args.workers))):
         n = n_train * repeat
         rate = crops_per_s(n, args.batch, args.workers, args.steps)
         rows.append(f"| {label} | {repeat} | {n} | {n // args.batch} | {rate:.0f} |")

@@ -158,21 +158,27 @@ def _split() -> dict:
 
 # ---------------------------------------------------------------- training stages
 
+def crops_per_image(n_train: int, batch_size: int, num_workers: int) -> int:
+    """The auto `train.crops_per_image`: crops of each training image per epoch.
+
+    On small data sets one epoch visits each image several times (at least 64 crops, and one global
+    batch), so that the loader's reshuffles and the dvclive curves do not tick every couple of steps;
+    at FiveK's 390 training images it is 1, the paper's epoch. With loader workers an epoch also holds
+    two batches per worker: a DataLoader worker builds whole batches and an epoch's iterator ends
+    before the next one prefetches, so at one batch per epoch a single worker fed the GPU (the 24-raw
+    rehearsal's CAS training ran at one core's ~50 crops/s with 8 workers;
+    benchmarks/results/epoch_boundary.md)."""
+    n = max(n_train, 1)
+    worker_crops = 2 * num_workers * batch_size
+    return max(1, 64 // n, -(-batch_size // n), -(-worker_crops // n))
+
+
 def _datasets(p: Params, point: Point | None, batch_size: int, keys: tuple[str, ...]):
     from caisp.data.dataset import RawRGBDataset
 
     split = _split()
     jd = codec_dir(point) if point is not None else None
-    n_train = max(len(split["train"]), 1)
-    # train.crops_per_image: crops of each image per epoch. Auto: on small data sets one epoch visits
-    # each image several times (at least 64 crops, and one global batch), so that the loader's
-    # reshuffles and the dvclive curves do not tick every couple of steps; at FiveK's 390 training
-    # images it is 1, the paper's epoch. With loader workers, an epoch also holds two batches per
-    # worker: a DataLoader worker builds whole batches and an epoch's iterator ends before the next
-    # one prefetches, so at one batch per epoch a single worker fed the GPU (the 24-raw rehearsal's
-    # CAS training ran at one core's ~50 crops/s with 8 workers; benchmarks/results/fivek_rehearsal.md).
-    workers = 2 * p.train.num_workers * batch_size
-    repeat = p.train.crops_per_image or max(1, 64 // n_train, -(-batch_size // n_train), -(-workers // n_train))
+    repeat = p.train.crops_per_image or crops_per_image(len(split["train"]), batch_size, p.train.num_workers)
     # Only the images the task reads, 8-bit ones as uint8 until the device (caisp.data.dataset).
     common = dict(jpeg_dir=jd, input_norm=p.model.input_norm, keys=keys, uint8=True)
     train = RawRGBDataset(RENDERED, split["train"], patch=p.train.patch, train=True, repeat=repeat, **common)

@@ -188,9 +188,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _save_state(path: Path, step: int, task: nn.Module, opt: torch.optim.Optimizer,
                 sched: torch.optim.lr_scheduler.LRScheduler, metrics: dict[str, float],
-                log_sums: dict[str, float] | None = None) -> None:
+                log_sums: dict[str, float] | None = None, log_n: int = 0) -> None:
     """Collective (every rank calls it): rank 0 writes the state with every rank's RNG state and the
-    running sums of the logged train loss since the last logged step (`log_sums`, with "n")."""
+    running sums of the logged train loss terms over the `log_n` steps since the last logged step."""
     rngs = [_rng_state()]
     if get_world_size() > 1:
         rngs = [None] * get_world_size()
@@ -201,6 +201,7 @@ def _save_state(path: Path, step: int, task: nn.Module, opt: torch.optim.Optimiz
         "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "world_size": len(rngs),
         "task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "rng": rngs, "metrics": metrics, "log_sums": dict(log_sums or {}),
+        "log_n": log_n,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -350,6 +351,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     # Resume: weights, Adam moments, schedule position and every rank's RNG state.
     step, metrics = 0, {"train_loss": math.nan, "val_psnr": math.nan}
     resumed_sums: dict[str, float] = {}
+    resumed_n = 0
     resuming = cfg.state_path is not None and cfg.state_path.is_file()
     if resuming:
         state = _load_state(cfg.state_path)
@@ -363,6 +365,8 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
         sched.load_state_dict(state["scheduler"])
         step, metrics = int(state["step"]), dict(state.get("metrics", metrics))
         resumed_sums = dict(state.get("log_sums", {}))
+        # States written before log_n existed kept the count in the sums, under "n".
+        resumed_n = int(state.get("log_n", resumed_sums.pop("n", 0)))
         if len(state["rng"]) == world:
             _set_rng_state(state["rng"][rank])
         else:  # another world size: data order stays right, random draws just differ
@@ -427,7 +431,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     log_every, log_loss, log_n, log_step = 10.0, 0.0, 0, step
     # A resumed run's first logged train loss averages the same steps as an uninterrupted run's.
     sums: dict[str, float] = defaultdict(float, resumed_sums)
-    n_sum = int(sums.pop("n", 0))
+    n_sum = resumed_n
     img_s, t_last = 0.0, time.perf_counter()
     t_log = t_last
 
@@ -495,7 +499,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                 sums.clear()
                 n_sum = 0
             if cfg.state_path is not None and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-                _save_state(cfg.state_path, step, task, opt, sched, metrics, {"n": n_sum, **sums})
+                _save_state(cfg.state_path, step, task, opt, sched, metrics, sums, n_sum)
             if on_step is not None:
                 on_step(step, values)
     finally:

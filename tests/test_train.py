@@ -260,10 +260,16 @@ def _resume_run(tmp_path: Path, stop_at: int | None) -> tuple[Pix, list[int], di
     return net, seen, res
 
 
-def test_resume_continues_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy_state", [False, True])
+def test_resume_continues_exactly(tmp_path: Path, legacy_state: bool) -> None:
     ref, _, ref_res = _resume_run(tmp_path / "ref", None)
     _, seen, _ = _resume_run(tmp_path / "run", stop_at=7)  # killed after step 7; state from 6
     assert seen == list(range(1, 8))
+    if legacy_state:  # a state from before log_n: the count of summed steps sat in log_sums as "n"
+        state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+        state["log_sums"]["n"] = state.pop("log_n")
+        assert state["log_sums"]["n"] == 1
+        torch.save(state, tmp_path / "run" / "state.pt")
     net, seen, res = _resume_run(tmp_path / "run", None)
     assert res["start_step"] == 6 and seen == list(range(7, 11)) and res["step"] == 10
     assert same(snapshot(net), snapshot(ref))
