@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from caisp.io import write_text  # noqa: E402
-from caisp.pipeline import crops_per_image  # noqa: E402
+from caisp.pipeline.fitting import crops_per_image  # noqa: E402
 
 CROP_S = 0.007
 

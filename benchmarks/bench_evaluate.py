@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from caisp import evaluate as ev, metrics  # noqa: E402
-from caisp.data.codec import Point  # noqa: E402
+from caisp.codecs import Point  # noqa: E402
 from caisp.io import write_text  # noqa: E402
 
 SIZE = (2848, 4256)  # H, W: Nikon D700

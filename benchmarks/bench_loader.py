@@ -45,7 +45,7 @@ from caisp.io import write_text  # noqa: E402
 D700 = (2848, 4256)  # FiveK's Nikon D700 frames, H x W
 WB = np.array([2.1, 1.0, 1.5], np.float32)
 RGB_CAM = np.array([[1.7, -0.5, -0.2], [-0.2, 1.5, -0.3], [0.0, -0.5, 1.5]], np.float32)
-TASKS = {"isp": (("raw", "srgb"), True), "cas": (("srgb", "jpeg"), True), "all": (KEYS, False)}  # keys, uint8
+TASKS = {"isp": (("raw", "srgb"), True), "cas": (("srgb", "coded"), True), "all": (KEYS, False)}  # keys, uint8
 
 
 def make_images(root: Path, n: int, height: int, width: int) -> list[str]:
@@ -111,7 +111,7 @@ class PeakRSS:
 def run_loader(root: Path, stems: list[str], workers: int, batches: int, patch: int, batch_size: int,
                task: str = "isp") -> dict:
     keys, uint8 = TASKS[task]
-    ds = RawRGBDataset(root, stems, jpeg_dir=root / "jpeg", patch=patch, train=True, keys=keys, uint8=uint8,
+    ds = RawRGBDataset(root, stems, coded_dir=root / "jpeg", patch=patch, train=True, keys=keys, uint8=uint8,
                        repeat=max(1, (batches + 2) * batch_size // len(stems) + 1))
     torch.manual_seed(0)
     with PeakRSS() as rss:
@@ -155,11 +155,11 @@ def crop_profile(root: Path, stem: str, patch: int, repeats: int = 30) -> dict[s
         rgb = timed("bilinear demosaic", lambda: demosaic_bilinear(t, "GRBG")[:, 2:-2, 2:-2])
         timed("colour matrix (rgb_cam)", lambda: apply_colour_matrix(rgb, torch.from_numpy(RGB_CAM)))
         tgt = timed("read target + JPEG windows (uint8)", lambda: (img.target(y0, x0, patch, patch),
-                                                                   img.jpeg(y0, x0, patch, patch)))
+                                                                   img.coded(y0, x0, patch, patch)))
         timed("flip/turn + to float32 CHW (target, JPEG)", lambda: [
             torch.from_numpy(np.ascontiguousarray(_augment(a, aug).transpose(2, 0, 1))).float().div_(255)
             for a in tgt])
-    ds = RawRGBDataset(root, [stem], jpeg_dir=root / "jpeg", patch=patch, train=True)
+    ds = RawRGBDataset(root, [stem], coded_dir=root / "jpeg", patch=patch, train=True)
     t = time.perf_counter()
     for _ in range(repeats):
         ds[0]

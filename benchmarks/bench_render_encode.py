@@ -63,7 +63,7 @@ def run_once(raw_dir: Path, work: Path, workers: int, qf: int) -> tuple[float, f
     t0 = time.perf_counter()
     render_all(raw_dir, out, workers=workers, progress=False)
     t1 = time.perf_counter()
-    encode_all(out, jpg, qf=qf, workers=workers)
+    encode_all(out, jpg, codec="jpeg", quality=qf, workers=workers)
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1
 

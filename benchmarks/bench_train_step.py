@@ -53,7 +53,7 @@ def make_batch(batch: int, patch: int, device, channels_last: bool) -> dict:
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return {k: torch.rand(batch, 3, patch, patch, device=device).contiguous(memory_format=fmt)
-            for k in ("raw", "srgb", "jpeg")}
+            for k in ("raw", "srgb", "coded")}
 
 
 def count_flops(kind: str, width: int, patch: int) -> float:
@@ -75,7 +75,7 @@ def time_step(kind: str, width: int, patch: int, batch: int, device: str, steps:
     """(seconds per step at `batch`, peak CUDA memory GiB or 0) of Adam steps, as caisp/train.py runs them."""
     import torch
 
-    from caisp.train import set_determinism
+    from caisp.device import set_determinism
 
     torch.manual_seed(0)
     cuda = device == "cuda"

@@ -12,9 +12,23 @@ from typing import Any, Iterator
 import pandas as pd
 
 from caisp import CaispError, io
+from caisp.codecs import JPEG
+from caisp.pipeline.layout import parse_run_name
 
 COLUMNS = ["qf", "variant", "lambda_isp", "lambda_comp", "psnr", "bpp", "exp"]
-_EVAL = re.compile(r"reports/eval/aware-qf(\d+)-(\w+)/summary\.json$")
+_EVAL = re.compile(r"reports/eval/([^/]+)/summary\.json$")
+
+
+def _table3_run(path: str):
+    """The frozen aware JPEG run whose summary `path` is (Table 3's rows), else None."""
+    m = _EVAL.search(path.replace("\\", "/"))
+    if not m:
+        return None
+    try:
+        run = parse_run_name(m.group(1))
+    except CaispError:
+        return None
+    return run if run.kind == "aware" and run.point.codec == JPEG.name else None
 
 
 def _runs(node: Any) -> Iterator[tuple[str, dict]]:
@@ -42,11 +56,11 @@ def collect(exp_show: Any) -> pd.DataFrame:
         if "lambda_isp" not in params or "lambda_comp" not in params:
             continue
         for path, m in (data.get("metrics") or {}).items():
-            match = _EVAL.search(path.replace("\\", "/"))
-            aware = (((m or {}).get("data") or {}).get("models") or {}).get("aware") if match else None
+            run = _table3_run(path)
+            aware = (((m or {}).get("data") or {}).get("models") or {}).get("aware") if run else None
             if not aware:
                 continue
-            qf, variant = int(match.group(1)), match.group(2)
+            qf, variant = run.point.quality, run.variant
             key = (qf, variant, float(params["lambda_isp"]), float(params["lambda_comp"]))
             if key in seen:  # the workspace repeats its base commit: keep the first
                 continue

@@ -1,7 +1,7 @@
 """Evaluation with the real codec (Section IV-C/D/F): ISP outputs rounded to 8 bits, compressed by
 Pillow with the ground truth's settings, scored against the compressed ground truth; CAS fidelity
-against c(y). JPEG is the paper's codec; every operating point (`Point`) of another codec is scored
-the same way."""
+against c(y). Every operating point (`caisp.codecs.Point`: JPEG, the paper's, or another codec) is
+scored the same way."""
 from __future__ import annotations
 
 import math
@@ -13,15 +13,19 @@ import torch
 from torch import nn
 
 from caisp import metrics
+from caisp.io import json_float
 from caisp.models.unet import pad_to_multiple
 
 Codec = tuple[Callable[[np.ndarray, int], bytes], Callable[[bytes], np.ndarray]]
-# `qf` is the quality on the codec's own scale (JPEG's quality factor, WebP's quality, ...).
-ISP_COLUMNS = ["model", "seed", "stem", "codec", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_raw", "bpp_gt",
+# One row per (model, seed, photo, point). `qf` is the quality on the codec's own scale (JPEG's quality
+# factor, WebP's quality, ...); `seed` the fine-tuning seed (empty for the pretrained ISP, which has none).
+# psnr = PSNR(c(f(x)), c(y)), the paper's; psnr_y = PSNR(c(f(x)), y); psnr_before = PSNR(f(x), y), before
+# the codec; bpp_gt and psnr_gt = PSNR(c(y), y): the compressed ground truth's own rate and loss.
+ISP_COLUMNS = ["model", "seed", "stem", "codec", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_before", "bpp_gt",
                "psnr_gt"]
 
 
-def _codec(codec: str = "jpeg", settings: Mapping[str, Any] | None = None) -> Codec:
+def _codec(codec: str, settings: Mapping[str, Any] | None = None) -> Codec:
     """(encode(img, quality), decode(bytes)) of `codec` with `settings`; imported lazily."""
     from caisp.data.codec import encoder
 
@@ -68,19 +72,19 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 # --- one image ---------------------------------------------------------------------------------
 
-def _gt_jpeg(target: np.ndarray, qf: int, codec: Codec, target_jpeg_bytes: bytes | None, device) -> dict[str, Any]:
+def _coded_gt(target: np.ndarray, qf: int, codec: Codec, target_bytes: bytes | None, device) -> dict[str, Any]:
     enc, dec = codec
-    data = target_jpeg_bytes if target_jpeg_bytes is not None else enc(target, qf)
+    data = target_bytes if target_bytes is not None else enc(target, qf)
     decoded = dec(data)
     if decoded.shape != target.shape:
-        raise ValueError(f"ground-truth JPEG is {decoded.shape}, target is {target.shape}")
+        raise ValueError(f"compressed ground truth is {decoded.shape}, target is {target.shape}")
     h, w = target.shape[:2]
     return {"decoded": decoded, "bpp_gt": metrics.bpp(len(data), h, w),
             "psnr_gt": psnr_u8(decoded, target, device)}
 
 
 def _score(pred: np.ndarray, target: np.ndarray, gt: dict[str, Any], *, qf: int,
-           codec: Codec, psnr_raw: float, with_ssim: bool, device) -> dict[str, float]:
+           codec: Codec, psnr_before: float, with_ssim: bool, device) -> dict[str, float]:
     enc, dec = codec
     data = enc(pred, qf)
     decoded = dec(data)
@@ -89,23 +93,23 @@ def _score(pred: np.ndarray, target: np.ndarray, gt: dict[str, Any], *, qf: int,
             "ssim": ssim_u8(decoded, gt["decoded"], device) if with_ssim else math.nan,
             "bpp": metrics.bpp(len(data), h, w),
             "psnr_y": psnr_u8(decoded, target, device),
-            "psnr_raw": psnr_raw, "bpp_gt": gt["bpp_gt"], "psnr_gt": gt["psnr_gt"]}
+            "psnr_before": psnr_before, "bpp_gt": gt["bpp_gt"], "psnr_gt": gt["psnr_gt"]}
 
 
-def evaluate_pair(pred_uint8: np.ndarray, target_uint8: np.ndarray, *, qf: int, subsampling: str = "4:2:0",
-                  target_jpeg_bytes: bytes | None = None, with_ssim: bool = True,
-                  device: str | torch.device = "cpu") -> dict[str, float]:
-    """Score one ISP output: PSNR/SSIM of c(f(x)) vs c(y), its bpp, PSNR(c(f(x)), y) ('psnr_y'),
-    PSNR(f(x), y) ('psnr_raw'), and
-    the ground truth JPEG's own bpp ('bpp_gt') and PSNR(c(y), y) ('psnr_gt'). `target_jpeg_bytes`
-    (the encode stage's file) replaces re-encoding y."""
+def evaluate_pair(pred_uint8: np.ndarray, target_uint8: np.ndarray, *, point: Any,
+                  settings: Mapping[str, Any] | None = None, target_bytes: bytes | None = None,
+                  with_ssim: bool = True, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Score one ISP output at operating point `point` (a `caisp.codecs.Point`) with the codec's
+    `settings`: PSNR/SSIM of c(f(x)) vs c(y), its bpp, PSNR(c(f(x)), y) ('psnr_y'), PSNR(f(x), y)
+    ('psnr_before'), and the compressed ground truth's own bpp ('bpp_gt') and PSNR(c(y), y)
+    ('psnr_gt'). `target_bytes` (the encode stage's file) replaces re-encoding y."""
     if pred_uint8.shape != target_uint8.shape or pred_uint8.dtype != np.uint8 or target_uint8.dtype != np.uint8:
         raise ValueError(f"evaluate_pair wants two uint8 HxWx3 arrays of one shape, got "
                          f"{pred_uint8.dtype}{pred_uint8.shape} and {target_uint8.dtype}{target_uint8.shape}")
-    codec = _codec("jpeg", {"subsampling": subsampling})
-    gt = _gt_jpeg(target_uint8, qf, codec, target_jpeg_bytes, device)
-    return _score(pred_uint8, target_uint8, gt, qf=qf, codec=codec,
-                  psnr_raw=psnr_u8(pred_uint8, target_uint8, device), with_ssim=with_ssim, device=device)
+    codec = _codec(point.codec, settings)
+    gt = _coded_gt(target_uint8, point.quality, codec, target_bytes, device)
+    return _score(pred_uint8, target_uint8, gt, qf=point.quality, codec=codec,
+                  psnr_before=psnr_u8(pred_uint8, target_uint8, device), with_ssim=with_ssim, device=device)
 
 
 # --- ISP inference -----------------------------------------------------------------------------
@@ -138,30 +142,20 @@ def isp_outputs(model: nn.Module, dataset: Sequence[dict], *, device: str | torc
         yield item["stem"], to_uint8(pred), to_uint8(item["srgb"])
 
 
-def evaluate_isps(models: Mapping[str | tuple[str, int], nn.Module], dataset: Sequence[dict], *,
-                  qfs: Sequence[int] = (), train_qf: int | Sequence[int] = (), subsampling: str = "4:2:0",
-                  points: Sequence[Any] | None = None, ssim_points: Sequence[Any] = (),
+def evaluate_isps(models: Mapping[tuple[str, int | None], nn.Module], dataset: Sequence[dict], *,
+                  points: Sequence[Any], ssim_points: Sequence[Any] = (),
                   settings: Mapping[str, Mapping[str, Any]] | None = None,
                   device: str | torch.device = "cpu", tile: int | None = None, overlap: int = 32,
-                  ssim_all_qfs: bool = False, workers: int = 1) -> pd.DataFrame:
+                  ssim_all: bool = False, workers: int = 1) -> pd.DataFrame:
     """One row per (model, seed, stem, codec, qf) over the operating points.
 
-    `points` are `caisp.data.codec.Point`s (codec, quality), with `settings` {codec: encoder settings};
-    without them, JPEG over `qfs` and `train_qf` with `subsampling` (the train_qf(s) always included).
-    `models` maps a label, or a (label, seed) pair for one seed of a configuration (seed -1 when
-    there is none), to its network. Each model runs once per image; the compressed ground truth is
-    encoded once per (image, point) and shared by all models. SSIM is computed at the `ssim_points`
-    (JPEG: the train_qf(s)) always, elsewhere (NaN) only if `ssim_all_qfs`: it costs ~100x a JPEG round
-    trip on CPU."""
+    `points` are `caisp.codecs.Point`s (codec, quality), with `settings` {codec: encoder settings}.
+    `models` maps (label, seed) to a network, seed None for a model that has no fine-tuning seed.
+    Each model runs once per image; the compressed ground truth is encoded once per (image, point) and
+    shared by all models. SSIM is computed at the `ssim_points` (elsewhere NaN) unless `ssim_all`: it
+    costs ~100x a JPEG round trip on CPU."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from caisp.data.codec import Point
-
-    if points is None:
-        ssim_qfs = {int(train_qf)} if isinstance(train_qf, (int, np.integer)) else {int(q) for q in train_qf}
-        points = [Point("jpeg", q) for q in sorted(set(int(q) for q in qfs) | ssim_qfs)]
-        ssim_points = [Point("jpeg", q) for q in ssim_qfs]
-        settings = {"jpeg": {"subsampling": subsampling}}
     settings = settings or {}
     codecs = {c: _codec(c, settings.get(c)) for c in dict.fromkeys(pt.codec for pt in points)}
     ssim_at = set(ssim_points)
@@ -172,66 +166,41 @@ def evaluate_isps(models: Mapping[str | tuple[str, int], nn.Module], dataset: Se
         for i in range(len(dataset)):
             item = dataset[i]
             stem, target = item["stem"], to_uint8(item["srgb"])
-            gts = dict(zip(points, pool.map(lambda pt: _gt_jpeg(target, pt.quality, codecs[pt.codec], None, device),
+            gts = dict(zip(points, pool.map(lambda pt: _coded_gt(target, pt.quality, codecs[pt.codec], None, device),
                                             points)))
-            for key, model in models.items():
-                label, seed = key if isinstance(key, tuple) else (key, -1)
+            for (label, seed), model in models.items():
                 pred = to_uint8(run_model(model, item["raw"], device=device, tile=tile, overlap=overlap))
-                raw_psnr = psnr_u8(pred, target, device)
+                before = psnr_u8(pred, target, device)
                 scores = pool.map(lambda pt: _score(pred, target, gts[pt], qf=pt.quality, codec=codecs[pt.codec],
-                                                    psnr_raw=raw_psnr, with_ssim=ssim_all_qfs or pt in ssim_at,
+                                                    psnr_before=before, with_ssim=ssim_all or pt in ssim_at,
                                                     device=device), points)
-                rows += [{"model": label, "seed": int(seed), "stem": stem, "codec": pt.codec, "qf": pt.quality, **sc}
+                rows += [{"model": label, "seed": seed, "stem": stem, "codec": pt.codec, "qf": pt.quality, **sc}
                          for pt, sc in zip(points, scores)]
-    return pd.DataFrame(rows, columns=ISP_COLUMNS)
+    return pd.DataFrame(rows, columns=ISP_COLUMNS).astype({"seed": "Int64"})
 
 
 # --- summaries ---------------------------------------------------------------------------------
 
-def _f(x: Any) -> float | None:
-    """Plain float for JSON; NaN/inf/missing -> None."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _finite_mean(s: pd.Series) -> float | None:
     s = pd.to_numeric(s, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
-    return _f(s.mean()) if len(s) else None
-
-
-def rd_points(df: pd.DataFrame) -> pd.DataFrame:
-    """Figure 5: mean (bpp, psnr) per model and QF, PSNR against the uncompressed ground truth y
-    (PSNR(c(f(x)), y), column psnr_y) so that the models' curves share an axis with the 'ground_truth'
-    curve PSNR(c(y), y). Against c(y) instead, a curve can fall as the QF rises (c(y) keeps detail the
-    ISP cannot reproduce), which is no rate-distortion curve and breaks Bjontegaard's interpolation."""
-    cols = ["model", "qf", "bpp", "psnr"]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    clean = df.replace([np.inf, -np.inf], np.nan)
-    models = (clean.groupby(["model", "qf"], as_index=False)[["bpp", "psnr_y"]].mean()
-              .rename(columns={"psnr_y": "psnr"}))
-    gt = (clean.drop_duplicates(["stem", "qf"]).groupby("qf", as_index=False)[["bpp_gt", "psnr_gt"]].mean()
-          .rename(columns={"bpp_gt": "bpp", "psnr_gt": "psnr"}).assign(model="ground_truth"))
-    return pd.concat([models[cols], gt[cols]], ignore_index=True).sort_values(["model", "qf"], ignore_index=True)
+    return json_float(s.mean()) if len(s) else None
 
 
 # --- CAS fidelity (Table 1) --------------------------------------------------------------------
 
 def evaluate_cas(cas: nn.Module | None, dataset: Sequence[dict], *, device: str | torch.device = "cpu",
                  tile: int | None = None, overlap: int = 32) -> pd.DataFrame:
-    """Per test image: PSNR/SSIM of g(y) (8-bit) vs the real JPEG c(y), and the identity baseline
-    (y vs c(y)). `cas=None` gives the identity columns only."""
+    """Per test image: PSNR/SSIM of g(y) (8-bit) vs the real codec's c(y), and of y vs c(y) (psnr_gt,
+    ssim_gt: the identity simulator's score, the same quantity as the ISP rows' psnr_gt). `cas=None`
+    gives the latter only."""
     rows = []
     for i in range(len(dataset)):
         item = dataset[i]
-        if "jpeg" not in item:
-            raise ValueError("evaluate_cas needs a dataset built with jpeg_dir (items lack 'jpeg')")
-        y, cy = to_uint8(item["srgb"]), to_uint8(item["jpeg"])
-        row: dict[str, Any] = {"stem": item["stem"], "psnr_identity": psnr_u8(y, cy, device),
-                               "ssim_identity": ssim_u8(y, cy, device)}
+        if "coded" not in item:
+            raise ValueError("evaluate_cas needs a dataset built with coded_dir (items lack 'coded')")
+        y, cy = to_uint8(item["srgb"]), to_uint8(item["coded"])
+        row: dict[str, Any] = {"stem": item["stem"], "psnr_gt": psnr_u8(y, cy, device),
+                               "ssim_gt": ssim_u8(y, cy, device)}
         if cas is not None:
             gy = to_uint8(run_model(cas, item["srgb"], device=device, tile=tile, overlap=overlap))
             row["psnr"], row["ssim"] = psnr_u8(gy, cy, device), ssim_u8(gy, cy, device)
@@ -240,9 +209,9 @@ def evaluate_cas(cas: nn.Module | None, dataset: Sequence[dict], *, device: str 
 
 
 def summarize_cas(df: pd.DataFrame) -> dict[str, float | int | None]:
-    """Means of evaluate_cas columns: psnr, ssim (None without a CAS), psnr_identity, ssim_identity, n."""
+    """Means of evaluate_cas columns: psnr, ssim (None without a CAS), psnr_gt, ssim_gt, n."""
     out: dict[str, float | int | None] = {k: (_finite_mean(df[k]) if k in df else None)
-                                          for k in ("psnr", "ssim", "psnr_identity", "ssim_identity")}
+                                          for k in ("psnr", "ssim", "psnr_gt", "ssim_gt")}
     out["n"] = int(len(df))
     return out
 
@@ -250,23 +219,22 @@ def summarize_cas(df: pd.DataFrame) -> dict[str, float | int | None]:
 # --- Figure 4 material -------------------------------------------------------------------------
 
 def make_example(title: str, gt: np.ndarray, agnostic_pred: np.ndarray, aware_pred: np.ndarray, *,
-                 qf: int, subsampling: str = "4:2:0", crop: int | None = 256, codec: str = "jpeg",
-                 settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Compress both ISP outputs (JPEG at `qf` by default) and crop the window where the aware model
-    helps most (Figure 4)."""
-    enc, dec = _codec(codec, settings if settings is not None else
-                      ({"subsampling": subsampling} if codec == "jpeg" else None))
+                 point: Any, settings: Mapping[str, Any] | None = None, crop: int | None = 256) -> dict[str, Any]:
+    """Compress both ISP outputs at operating point `point` with the codec's `settings` and crop the
+    window where the aware model helps most (Figure 4)."""
+    enc, dec = _codec(point.codec, settings)
+    qf = point.quality
     h, w = gt.shape[:2]
     out: dict[str, Any] = {"title": title}
-    jpegs = {}
+    coded = {}
     for name, img in (("agnostic", agnostic_pred), ("aware", aware_pred)):
         data = enc(img, qf)
-        jpegs[name] = dec(data)
+        coded[name] = dec(data)
         out[f"{name}_bpp"] = metrics.bpp(len(data), h, w)
     y0 = x0 = 0
     if crop is not None and crop < min(h, w):
-        gain = (np.abs(jpegs["agnostic"].astype(np.int16) - gt).mean(2)
-                - np.abs(jpegs["aware"].astype(np.int16) - gt).mean(2))
+        gain = (np.abs(coded["agnostic"].astype(np.int16) - gt).mean(2)
+                - np.abs(coded["aware"].astype(np.int16) - gt).mean(2))
         # Coarse grid search on an integral image: cheap and deterministic.
         ii = np.pad(gain.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         step = max(crop // 4, 8)
@@ -281,7 +249,7 @@ def make_example(title: str, gt: np.ndarray, agnostic_pred: np.ndarray, aware_pr
         sl = (slice(None), slice(None))
     out["gt"] = gt[sl]
     for name in ("agnostic", "aware"):
-        out[f"{name}_jpeg"] = jpegs[name][sl]
-        out[f"{name}_psnr"] = psnr_u8(jpegs[name], gt)  # whole image, as reported under the crops
+        out[f"{name}_coded"] = coded[name][sl]
+        out[f"{name}_psnr"] = psnr_u8(coded[name], gt)  # whole image, as reported under the crops
     out["crop"] = (y0, x0, crop)
     return out

@@ -8,7 +8,7 @@ A task is an `nn.Module` holding the networks of one training phase:
 - `net`: the network being trained, i.e. what the stage saves with `caisp.checkpoint.save_model`.
 
 Batches are the dicts of `caisp.data.dataset.RawRGBDataset`: `raw` x (bilinear-demosaiced Bayer),
-`srgb` y, `jpeg` c(y), all (B, 3, H, W) in [0, 1].
+`srgb` y, `coded` c(y) (the real codec's output, decoded), all (B, 3, H, W) in [0, 1].
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def l1(pred: Tensor, target: Tensor) -> Tensor:
 
 def _get(batch: Batch, key: str, task: str) -> Tensor:
     if key not in batch:
-        hint = " (give the dataset a jpeg_dir)" if key == "jpeg" else ""
+        hint = " (give the dataset a coded_dir)" if key == "coded" else ""
         raise CaispError(f"{task} needs batch key {key!r}, the batch has {sorted(batch)}{hint}")
     return batch[key]  # type: ignore[return-value]
 
@@ -82,7 +82,7 @@ class _L1Task(Task):
 class CasTask(_L1Task):
     """CAS-Net pretraining, Eq. (1): L_cas = |g(y) - c(y)|_1, c the real (Pillow) JPEG."""
 
-    src, dst, term = "srgb", "jpeg", "l_cas"
+    src, dst, term = "srgb", "coded", "l_cas"
 
 
 class IspTask(_L1Task):

@@ -16,10 +16,9 @@ from typing import Any, Literal, Optional
 from ruamel.yaml.error import YAMLError
 
 from caisp import CaispError
+from caisp.codecs import CODECS, JPEG, LEARNED_SIMULATORS, SIMULATORS, Point, check_quality
 
 CFA = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
-CAS_VARIANTS = ("unet", "acn", "djs", "kornia")
-LEARNED_VARIANTS = ("unet", "acn")  # simulators trained on a codec's pairs; DJS and kornia model JPEG only
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -28,7 +27,7 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict:
 
 
 def _all_cameras() -> list[str]:
-    from caisp.data.synthetic import CAMERAS
+    from caisp.data.cameras import CAMERAS
 
     return list(CAMERAS)
 
@@ -212,29 +211,33 @@ class Params:
         except CaispError as e:  # codec checks name the key; say it is a parameter, as the others do
             raise e if str(e).startswith("params:") else CaispError(f"params: {e}") from None
 
-    @property
-    def points(self) -> list:
-        """Every training operating point: JPEG at each of `qfs`, then `codec_points`."""
-        from caisp.data.codec import Point
+    # The schema keeps the paper's JPEG keys where the paper has them (qfs, cas.variants,
+    # encode.subsampling, evaluate.sweep_qfs); these methods are the one place that maps them and the
+    # other codecs' sections onto operating points, so no caller asks which codec it has.
 
-        return [Point("jpeg", q) for q in self.qfs] + [Point.parse(t) for t in self.codec_points]
+    @property
+    def points(self) -> list[Point]:
+        """Every training operating point: JPEG at each of `qfs`, then `codec_points`."""
+        return [Point(JPEG.name, q) for q in self.qfs] + [Point.parse(t) for t in self.codec_points]
+
+    def variants(self, point: Point) -> list[str]:
+        """The CAS variants trained (and ISPs fine-tuned) at a training point."""
+        return list(self.cas.variants if point.codec == JPEG.name else self.cas.codec_variants)
 
     def codec_settings(self, codec: str) -> dict:
         """Encoder settings of `codec` (everything in its section but the sweep)."""
-        if codec == "jpeg":
+        if codec == JPEG.name:
             return {"subsampling": self.encode.subsampling}
         return {k: v for k, v in to_dict(getattr(self.codecs, codec)).items() if k != "sweep"}
 
     def sweep(self, codec: str) -> list[int]:
         """Qualities of `codec`'s rate-distortion sweep, its training points included."""
-        base = self.evaluate.sweep_qfs if codec == "jpeg" else getattr(self.codecs, codec).sweep
+        base = self.evaluate.sweep_qfs if codec == JPEG.name else getattr(self.codecs, codec).sweep
         return sorted(set(base) | {pt.quality for pt in self.points if pt.codec == codec})
 
     @property
-    def eval_points(self) -> list:
+    def eval_points(self) -> list[Point]:
         """Where every ISP is evaluated: the sweep of each codec that has a training point."""
-        from caisp.data.codec import Point
-
         codecs = dict.fromkeys(pt.codec for pt in self.points)
         return [Point(c, q) for c in codecs for q in self.sweep(c)]
 
@@ -327,12 +330,12 @@ def _check_cross_field(p: Params) -> None:
         _fail("cas.variants", "must list at least one CAS variant")
     for key, names in (("cas.variants", p.cas.variants), ("cas.unfrozen", p.cas.unfrozen)):
         for name in names:
-            if name not in CAS_VARIANTS:
-                _fail(key, f"unknown CAS variant {name!r} (known: {', '.join(CAS_VARIANTS)})")
+            if name not in SIMULATORS:
+                _fail(key, f"unknown CAS variant {name!r} (known: {', '.join(SIMULATORS)})")
         if len(set(names)) != len(names):  # DVC would build two stages of one name
             _fail(key, f"repeats a CAS variant: {names}")
     for name in p.cas.unfrozen:
-        if name in ("djs", "kornia"):
+        if name not in LEARNED_SIMULATORS:
             _fail("cas.unfrozen", f"{name!r} has no parameters to update")
         if name not in p.cas.variants:  # its CAS is only trained for a variant in cas.variants
             _fail("cas.unfrozen", f"{name!r} is not in cas.variants {p.cas.variants}")
@@ -351,7 +354,7 @@ def _check_cross_field(p: Params) -> None:
 
 def _check_experiment(p: Params) -> None:
     """The synthetic camera and the seeds of the evidence (split by source, seeded fine-tuning)."""
-    from caisp.data.synthetic import CAMERAS
+    from caisp.data.cameras import CAMERAS
 
     cams = p.data.synthetic.cameras
     if not cams:
@@ -367,19 +370,15 @@ def _check_experiment(p: Params) -> None:
 
 def _check_codecs(p: Params) -> None:
     """The codec axis: operating points besides JPEG, their simulators and every codec's sweep."""
-    from caisp.data.codec import CODECS, Point, check_quality
-
     seen = set()
     for i, text in enumerate(p.codec_points):
         pt = Point.parse(text, key=f"codec_points[{i}]")
-        if pt.codec == "jpeg":
+        if pt.codec == JPEG.name:
             _fail(f"codec_points[{i}]", f"{text!r} is JPEG: JPEG's quality factors are `qfs`")
         if pt in seen:  # DVC would build two stages of one name
             _fail("codec_points", f"repeats the operating point {text!r}")
         seen.add(pt)
-    for codec in CODECS:
-        if codec == "jpeg":
-            continue
+    for codec in (c for c in CODECS if c != JPEG.name):  # JPEG's sweep is evaluate.sweep_qfs
         sweep = getattr(p.codecs, codec).sweep
         key = f"codecs.{codec}.sweep"
         if not sweep:
@@ -390,9 +389,9 @@ def _check_codecs(p: Params) -> None:
             _fail(key, f"repeats a quality: {sweep}")
     names = p.cas.codec_variants
     for name in names:
-        if name not in LEARNED_VARIANTS:
+        if name not in LEARNED_SIMULATORS:
             _fail("cas.codec_variants", f"{name!r} cannot be trained for another codec (learned simulators: "
-                  f"{', '.join(LEARNED_VARIANTS)}; DJS and kornia model JPEG only)")
+                  f"{', '.join(LEARNED_SIMULATORS)}; DJS and kornia model JPEG only)")
     if len(set(names)) != len(names):
         _fail("cas.codec_variants", f"repeats a CAS variant: {names}")
     if p.codec_points:

@@ -9,15 +9,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from caisp.codecs import CODECS, JPEG, SIMULATORS, Point
 from caisp.io import write_bytes, write_text
 
 DASH = "—"
-VARIANTS = ("unet", "acn", "djs", "kornia")
+VARIANTS = SIMULATORS
 VARIANT_NAMES = {"unet": "U-Net", "acn": "ACN", "djs": "DJS", "kornia": "kornia"}
 AGNOSTIC = "agnostic"
 
-# Facts from Uhm et al. 2021, Tables 1-3 (PSNR, SSIM) / (PSNR, BPP). None = "n.a." in the paper.
-PAPER: dict[str, Any] = {
+# Facts from Uhm et al. 2021, Tables 1-3 (PSNR, SSIM) / (PSNR, BPP), per codec (it measured JPEG
+# only). None = "n.a." in the paper.
+PAPER: dict[str, dict[str, Any]] = {JPEG.name: {
     "table1": {  # CAS fidelity, PSNR / SSIM vs real JPEG
         80: {"unet": (43.84, 0.9805), "acn": (43.58, 0.9777), "djs": (42.35, 0.9703)},
         90: {"unet": (44.69, 0.9800), "acn": (44.59, 0.9796), "djs": (43.02, 0.9715)},
@@ -38,30 +40,31 @@ PAPER: dict[str, Any] = {
              (1.0, 0.1): {"unet": (37.21, 0.912), "acn": (37.24, 0.917), "djs": (37.07, 0.911)},
              (0.1, 1.0): {"unet": (37.22, 0.904), "acn": (37.40, 0.916), "djs": (37.10, 0.917)}},
     },
-}
+}}
 
 
 def _codec(s: Mapping) -> str:
-    """The codec of a stage summary (JPEG's carry none: they predate the codec axis)."""
-    return str(s.get("codec") or "jpeg")
+    """The codec of a stage summary."""
+    return str(s["codec"])
 
 
 def _point(s: Mapping) -> str:
     """'QF 80' for JPEG, 'WebP 80' for another codec."""
-    from caisp.data.codec import Point
-
     return Point(_codec(s), int(s["qf"])).label
 
 
 def _display(codec: str) -> str:
-    from caisp.data.codec import DISPLAY
+    return CODECS[codec].display
 
-    return DISPLAY.get(codec, codec)
+
+def _head(codec: str) -> str:
+    """A table's column head for the quality: 'QF' for JPEG, 'quality' for the others."""
+    return CODECS[codec].quality_head
 
 
 def _paper_t(table: str, codec: str, qf: int) -> dict:
-    """The paper's row (JPEG only: it measured no other codec)."""
-    return PAPER[table].get(qf, {}) if codec == "jpeg" else {}
+    """The paper's row, where the paper has one."""
+    return PAPER.get(codec, {}).get(table, {}).get(qf, {})
 
 
 def isp_label(variant: str, frozen: bool = True) -> str:
@@ -106,39 +109,33 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 # --- tables ------------------------------------------------------------------------------------
 
-def _cas_cells(cas_tables: Mapping | None, codec: str = "jpeg") -> dict[int, dict[str, Mapping]]:
-    """{qf: {variant: summary}} of `codec` from either that nesting or a flat {name: summary with qf,
-    variant} (the nesting is JPEG's)."""
+def _cas_cells(cas_tables: Mapping | None, codec: str = JPEG.name) -> dict[int, dict[str, Mapping]]:
+    """{qf: {variant: summary}} of `codec` from {name: summary.json of the train_cas stage}."""
     cells: dict[int, dict[str, Mapping]] = {}
-    for key, val in (cas_tables or {}).items():
-        if isinstance(val, Mapping) and "variant" in val and "qf" in val:
-            if _codec(val) == codec:
-                cells.setdefault(int(val["qf"]), {})[str(val["variant"])] = val
-        elif isinstance(val, Mapping) and codec == "jpeg":
-            cells.setdefault(int(key), {}).update({str(k): v for k, v in val.items() if isinstance(v, Mapping)})
+    for val in (cas_tables or {}).values():
+        if isinstance(val, Mapping) and _codec(val) == codec:
+            cells.setdefault(int(val["qf"]), {})[str(val["variant"])] = val
     return cells
 
 
-def table1(cas_tables: Mapping | None, codec: str = "jpeg") -> str:
-    """cas_tables: {qf: {variant: {"psnr", "ssim", optional "psnr_identity", "ssim_identity"}}}, or
-    {name: summary.json of the train_cas stage (keys qf, variant, psnr, ssim, ...)}; rows of `codec`."""
+def table1(cas_tables: Mapping | None, codec: str = JPEG.name) -> str:
+    """cas_tables: {name: summary.json of the train_cas stage (keys codec, qf, variant, psnr, ssim,
+    psnr_gt, ssim_gt, gate)}; rows of `codec`, beside the paper's."""
     ours = _cas_cells(cas_tables, codec)
-    qfs = sorted(set(ours) | (set(PAPER["table1"]) if codec == "jpeg" else set()))
-    head = "QF" if codec == "jpeg" else "quality"
+    qfs = sorted(set(ours) | set(PAPER.get(codec, {}).get("table1", {})))
+    head = _head(codec)
     rows = []
     for qf in qfs:
         entries = ours.get(qf, {})
-        ident = entries.get("identity") or next(
-            (e for e in entries.values() if _finite(e.get("psnr_identity"))), None)
-        if ident is not None:
-            ip = ident.get("psnr_identity", ident.get("psnr"))
-            iss = ident.get("ssim_identity", ident.get("ssim"))
+        ident = next((e for e in entries.values() if _finite(e.get("psnr_gt"))), None)
+        if ident is not None:  # the identity simulator g(y) = y scores PSNR(y, c(y)) = psnr_gt
+            ip, iss = ident.get("psnr_gt"), ident.get("ssim_gt")
             rows.append([str(qf), "identity (y vs c(y))", _pair(ip, iss), DASH, "n/a"])
-        variants = list(VARIANTS) + [v for v in entries if v not in VARIANTS and v != "identity"]
+        variants = list(VARIANTS) + [v for v in entries if v not in VARIANTS]
         for v in variants:
             e = entries.get(v) or {}
-            if codec != "jpeg" and v in ("djs", "kornia"):
-                rows.append([str(qf), VARIANT_NAMES[v], "n/a: models JPEG only", DASH, "n/a"])
+            if v not in CODECS[codec].simulators:
+                rows.append([str(qf), VARIANT_NAMES[v], f"n/a: cannot model {_display(codec)}", DASH, "n/a"])
                 continue
             paper = _paper_t("table1", codec, qf).get(v)
             rows.append([str(qf), VARIANT_NAMES.get(v, v), _pair(e.get("psnr"), e.get("ssim")),
@@ -156,7 +153,7 @@ def _gate_cell(gate: Mapping | None) -> str:
 
 def failed_gates(cas_tables: Mapping | None) -> dict[tuple[str, int, str], Mapping]:
     """{(codec, qf, variant): gate} of the simulators that did not beat the identity on validation."""
-    codecs = {_codec(v) for v in (cas_tables or {}).values() if isinstance(v, Mapping)} | {"jpeg"}
+    codecs = {_codec(v) for v in (cas_tables or {}).values() if isinstance(v, Mapping)}
     return {(c, qf, v): e["gate"] for c in codecs for qf, entries in _cas_cells(cas_tables, c).items()
             for v, e in entries.items() if isinstance(e.get("gate"), Mapping) and not e["gate"].get("passed", True)}
 
@@ -176,11 +173,9 @@ def _ci(stat: Mapping | None, digits: int = 2, unit: str = "") -> str:
     return m
 
 
-def _configs(isp_summaries: Mapping | None, codec: str | None = "jpeg") -> list[Mapping]:
+def _configs(isp_summaries: Mapping | None, codec: str | None = JPEG.name) -> list[Mapping]:
     """Evaluate-stage summaries (they carry qf, variant, frozen) of `codec` (None: all, JPEG first),
     sorted codec, QF, frozen first, variant."""
-    from caisp.data.codec import CODECS
-
     order = {v: i for i, v in enumerate(VARIANTS)}
     corder = {c: i for i, c in enumerate(CODECS)}
     rows = [s for s in (isp_summaries or {}).values() if isinstance(s, Mapping) and "variant" in s
@@ -193,7 +188,7 @@ def _aware_key(s: Mapping) -> str:
     return "aware" if s.get("frozen", True) else "aware-unfrozen"
 
 
-def operating_point(isp_summaries: Mapping | None, codec: str = "jpeg") -> str:
+def operating_point(isp_summaries: Mapping | None, codec: str = JPEG.name) -> str:
     """Where our data and ISPs sit, per QF, on the test photos: the paper's agnostic ISP reaches
     35.54 dB at 0.541 bpp (QF 80) and 35.88 dB at 0.900 bpp (QF 90)."""
     rows = []
@@ -207,18 +202,18 @@ def operating_point(isp_summaries: Mapping | None, codec: str = "jpeg") -> str:
         for kind in ("pretrained", "agnostic", "identity"):
             m = models.get(kind) or {}
             paper = _paper_t("table2", codec, qf).get("agnostic") if kind == "pretrained" else None
-            rows.append([str(qf), _num(gt.get("bpp"), 3), _num(gt.get("psnr_identity"), 2), CONTROL_NAMES[kind],
-                         _num(m.get("psnr_raw"), 2), _num(m.get("psnr"), 2), _num(m.get("psnr_y"), 2),
+            rows.append([str(qf), _num(gt.get("bpp"), 3), _num(gt.get("psnr_gt"), 2), CONTROL_NAMES[kind],
+                         _num(m.get("psnr_before"), 2), _num(m.get("psnr"), 2), _num(m.get("psnr_y"), 2),
                          _num(m.get("bpp"), 3), _paper(paper, 3, "")])
     if not rows:
         return DASH
-    name = "JPEG" if codec == "jpeg" else "compression"
-    return _table(["QF" if codec == "jpeg" else "quality", "c(y) BPP", "PSNR(c(y), y)", "ISP",
+    name = _display(codec)
+    return _table([_head(codec), "c(y) BPP", "PSNR(c(y), y)", "ISP",
                    f"PSNR(f(x), y) before {name}", f"PSNR(c(f(x)), c(y)) after {name}", "PSNR(c(f(x)), y)", "BPP of c(f(x))",
                    "paper PSNR / BPP"], rows)
 
 
-def table2(isp_summaries: Mapping | None, codec: str = "jpeg") -> str:
+def table2(isp_summaries: Mapping | None, codec: str = JPEG.name) -> str:
     """PSNR(c(f(x)), c(y)) / BPP at the training QF, mean over test photos and seeds (± SD over
     seeds), for the controls and every aware configuration, beside the paper."""
     rows = []
@@ -242,13 +237,13 @@ def table2(isp_summaries: Mapping | None, codec: str = "jpeg") -> str:
                      _paper(pv, 3, "n.a." if known else "n/a")])
     if not rows:
         return DASH
-    return _table(["QF" if codec == "jpeg" else "quality", "ISP", "CAS frozen", "CAS", "PSNR(c(f(x)), c(y)) / BPP",
+    return _table([_head(codec), "ISP", "CAS frozen", "CAS", "PSNR(c(f(x)), c(y)) / BPP",
                    "SD over seeds",
                    "paper PSNR / BPP"], rows)
 
 
 def gains_table(isp_summaries: Mapping | None, controls: Sequence[str] = ("agnostic", "identity", "pretrained"),
-                codec: str = "jpeg") -> str:
+                codec: str = JPEG.name) -> str:
     """Aware − control per configuration: ΔPSNR after and before JPEG, the compression-specific part
     (after − before), ΔBPP at equal QF, photos improved, BD-PSNR and BD-rate (or why not)."""
     rows = []
@@ -260,19 +255,19 @@ def gains_table(isp_summaries: Mapping | None, controls: Sequence[str] = ("agnos
             bd = d.get("bd") or {}
             rate = _num(bd.get("bd_rate"), 1) + " %" if _finite(bd.get("bd_rate")) else f"— ({bd.get('bd_rate_why') or 'n/a'})"
             rows.append([str(s["qf"]), VARIANT_NAMES.get(s["variant"], s["variant"]),
-                         "yes" if s.get("frozen", True) else "no", c, _ci(d.get("d_psnr")), _ci(d.get("d_psnr_raw")),
+                         "yes" if s.get("frozen", True) else "no", c, _ci(d.get("d_psnr")), _ci(d.get("d_psnr_before")),
                          _ci(d.get("d_specific")), _ci(d.get("d_bpp_pct"), 2, " %"),
                          f"{d.get('photos_improved', DASH)}/{s.get('n_photos', DASH)}",
                          _num(bd.get("bd_psnr"), 3), rate])
     if not rows:
         return DASH
-    name = "JPEG" if codec == "jpeg" else "compression"
-    return _table(["QF" if codec == "jpeg" else "quality", "CAS", "frozen", "control", f"ΔPSNR after {name} [95 % CI]",
+    name = _display(codec)
+    return _table([_head(codec), "CAS", "frozen", "control", f"ΔPSNR after {name} [95 % CI]",
                    f"ΔPSNR before {name}", "compression-specific (after − before)", "ΔBPP at equal quality", "photos improved",
                    "BD-PSNR (dB)", "BD-rate"], rows)
 
 
-def per_photo_table(isp_summaries: Mapping | None, control: str = "agnostic", codec: str = "jpeg") -> str:
+def per_photo_table(isp_summaries: Mapping | None, control: str = "agnostic", codec: str = JPEG.name) -> str:
     """ΔPSNR(c(f(x)), c(y)) per test photo (mean over seeds) against `control`."""
     configs = [s for s in _configs(isp_summaries, codec) if (s.get("vs") or {}).get(control)]
     photos = sorted({p for s in configs for p in s["vs"][control].get("per_photo", {})})
@@ -284,7 +279,7 @@ def per_photo_table(isp_summaries: Mapping | None, control: str = "agnostic", co
         rows.append([str(s["qf"]), VARIANT_NAMES.get(s["variant"], s["variant"]),
                      "yes" if s.get("frozen", True) else "no"]
                     + [_num((pp.get(ph) or {}).get("d_psnr"), 2) for ph in photos])
-    return _table(["QF" if codec == "jpeg" else "quality", "CAS", "frozen", *photos], rows)
+    return _table([_head(codec), "CAS", "frozen", *photos], rows)
 
 
 def headline(isp_summaries: Mapping | None, control: str = "agnostic", cas_tables: Mapping | None = None) -> str:
@@ -309,7 +304,7 @@ def headline(isp_summaries: Mapping | None, control: str = "agnostic", cas_table
                 else f"no BD-rate ({bd.get('bd_rate_why') or 'n/a'})")
         lines.append(f"- {_point(s)}, {VARIANT_NAMES.get(s['variant'], s['variant'])}: ΔPSNR(c(f(x)), c(y)) "
                      f"{_ci(d.get('d_psnr'))} dB at ΔBPP {_ci(d.get('d_bpp_pct'), 2, ' %')} (equal quality); "
-                     f"before compression {_ci(d.get('d_psnr_raw'))} dB; compression-specific {_ci(spec)} dB: "
+                     f"before compression {_ci(d.get('d_psnr_before'))} dB; compression-specific {_ci(spec)} dB: "
                      f"{verdict}; over the quality sweep, PSNR(c(f(x)), y): BD-PSNR {_num(bd.get('bd_psnr'), 3)} dB, "
                      f"{rate}." + _gate_flag(failed.get((_codec(s), int(s["qf"]), str(s["variant"])))))
     if not lines:
@@ -321,7 +316,7 @@ def headline(isp_summaries: Mapping | None, control: str = "agnostic", cas_table
         gt, pre = s.get("ground_truth") or {}, (s.get("models") or {}).get("pretrained") or {}
         paper = _paper_t("table2", _codec(s), int(s["qf"])).get("agnostic")
         op.append(f"- {_point(s)}: ground-truth {_display(_codec(s))} {_num(gt.get('bpp'), 3)} bpp, PSNR(c(y), y) "
-                  f"{_num(gt.get('psnr_identity'), 2)} dB; pretrained ISP PSNR(f(x), y) {_num(pre.get('psnr_raw'), 2)} dB "
+                  f"{_num(gt.get('psnr_gt'), 2)} dB; pretrained ISP PSNR(f(x), y) {_num(pre.get('psnr_before'), 2)} dB "
                   f"before compression, PSNR(c(f(x)), c(y)) {_num(pre.get('psnr'), 2)} dB after it"
                   + (f" (paper: {paper[0]:.2f} dB at {paper[1]:.3f} bpp)." if paper else "."))
     lines += ["", "Operating point on the test photos:", ""] + op
@@ -371,8 +366,8 @@ def table3(ablation: pd.DataFrame | None) -> str:
     """ablation: columns qf, variant, lambda_isp, lambda_comp, psnr, bpp (one row per run)."""
     rows = []
     have = ablation is not None and not ablation.empty
-    for qf in sorted(PAPER["table3"]):
-        for (li, lc), paper in PAPER["table3"][qf].items():
+    for qf in sorted(PAPER[JPEG.name]["table3"]):
+        for (li, lc), paper in PAPER[JPEG.name]["table3"][qf].items():
             for v in ("unet", "acn", "djs"):
                 ours = DASH
                 if have:
@@ -383,7 +378,7 @@ def table3(ablation: pd.DataFrame | None) -> str:
                         ours = _pair(sel.psnr.mean(), sel.bpp.mean(), 2, 3)
                 rows.append([str(qf), f"{li:g}", f"{lc:g}", VARIANT_NAMES[v], ours, _paper(paper[v], 3)])
     if have:  # our settings the paper did not run
-        known = {(qf, li, lc, v) for qf, t in PAPER["table3"].items() for (li, lc), d in t.items() for v in d}
+        known = {(qf, li, lc, v) for qf, t in PAPER[JPEG.name]["table3"].items() for (li, lc), d in t.items() for v in d}
         for (qf, v, li, lc), g in ablation.groupby(["qf", "variant", "lambda_isp", "lambda_comp"]):
             if (int(qf), float(li), float(lc), v) not in known:
                 rows.append([str(int(qf)), f"{float(li):g}", f"{float(lc):g}", VARIANT_NAMES.get(v, v),
@@ -451,7 +446,7 @@ def examples_figure(examples: Sequence[Mapping], path: Path, amplify: float = 8.
         gt = np.asarray(ex["gt"])
         panels = [("GT sRGB", gt, None, None)]
         for name in ("agnostic", "aware"):
-            img = np.asarray(ex[f"{name}_jpeg"])
+            img = np.asarray(ex[f"{name}_coded"])
             p = ex.get(f"{name}_psnr", _psnr(img, gt))
             panels.append((name, img, p, ex.get(f"{name}_bpp")))
         for j, (name, img, p, b) in enumerate(panels):
@@ -517,9 +512,12 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
                  ablation: pd.DataFrame | None = None, rd: pd.DataFrame | None = None,
                  curves: Mapping[str, pd.DataFrame] | None = None,
                  examples: Sequence[Mapping] | None = None, setup: str = "",
-                 codec_rd: Mapping[str, pd.DataFrame] | None = None) -> Path:
+                 codec_rd: Mapping[str, pd.DataFrame] | None = None, headline_text: str | None = None) -> Path:
     """Write out_dir/report.md and its PNGs under out_dir/figures; missing pieces show as '—'.
-    `codec_rd` ({codec: RD curves}) adds a section per codec besides JPEG and the cross-codec table."""
+    `codec_rd` ({codec: RD curves}) adds a section per codec besides JPEG and the cross-codec table;
+    `headline_text` is `headline(isp_summaries, cas_tables=cas_tables)` when the caller has it."""
+    if headline_text is None:
+        headline_text = headline(isp_summaries, cas_tables=cas_tables)
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     parts = ["# caisp report: compression-aware ISP (Uhm et al. 2021) reproduction", "",
@@ -527,7 +525,7 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
              "training; paper values are from its Tables 1-3. Every PSNR is labelled: c = real JPEG at the "
              "QF, f(x) = ISP output, y = LibRaw's rendering. '—' = not run here; 'n.a.'/'n/a' = no paper value.",
              "", setup, "",
-             "## Headline", "", headline(isp_summaries, cas_tables=cas_tables), "",
+             "## Headline", "", headline_text, "",
              "## Operating point (test photos)", "", operating_point(isp_summaries), "",
              "## Table 1: compression artifacts simulation (PSNR / SSIM of g(y) vs real JPEG c(y))", "",
              table1(cas_tables), "",

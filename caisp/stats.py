@@ -13,15 +13,31 @@ import numpy as np
 import pandas as pd
 
 from caisp.bjontegaard import bd_psnr, bd_rate
-from caisp.evaluate import _f, rd_points  # _f: plain float for JSON, None for NaN/inf
+from caisp.io import json_float as _f
 
 # What each column of the evaluation's per-image rows measures; every table names one of these.
 PSNR_LABELS = {
     "psnr": "PSNR(c(f(x)), c(y))",      # after compression, against the compressed ground truth
-    "psnr_raw": "PSNR(f(x), y)",        # before compression
+    "psnr_before": "PSNR(f(x), y)",     # before compression
     "psnr_y": "PSNR(c(f(x)), y)",       # after compression, against the uncompressed ground truth
 }
 CONTROL_KINDS = ("agnostic", "identity", "pretrained")
+
+
+def rd_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Figure 5: mean (bpp, psnr) per model and QF, PSNR against the uncompressed ground truth y
+    (PSNR(c(f(x)), y), column psnr_y) so that the models' curves share an axis with the 'ground_truth'
+    curve PSNR(c(y), y). Against c(y) instead, a curve can fall as the QF rises (c(y) keeps detail the
+    ISP cannot reproduce), which is no rate-distortion curve and breaks Bjontegaard's interpolation."""
+    cols = ["model", "qf", "bpp", "psnr"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    clean = df.replace([np.inf, -np.inf], np.nan)
+    models = (clean.groupby(["model", "qf"], as_index=False)[["bpp", "psnr_y"]].mean()
+              .rename(columns={"psnr_y": "psnr"}))
+    gt = (clean.drop_duplicates(["stem", "qf"]).groupby("qf", as_index=False)[["bpp_gt", "psnr_gt"]].mean()
+          .rename(columns={"bpp_gt": "bpp", "psnr_gt": "psnr"}).assign(model="ground_truth"))
+    return pd.concat([models[cols], gt[cols]], ignore_index=True).sort_values(["model", "qf"], ignore_index=True)
 
 
 def bootstrap_mean(d: np.ndarray, n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
@@ -92,13 +108,13 @@ def bd_checked(ref: pd.DataFrame, test: pd.DataFrame, min_overlap: float) -> dic
 
 def _deltas(at_a: pd.DataFrame, at_c: pd.DataFrame, metrics: tuple[str, ...], paired_seeds: bool, n_boot: int,
             seed: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """Paired aware − control differences at one point (`metrics` include psnr, psnr_raw and bpp):
+    """Paired aware − control differences at one point (`metrics` include psnr, psnr_before and bpp):
     d_<metric>, the compression-specific part d_specific and the relative d_bpp_pct, each a
     bootstrap_mean; and the (seeds x photos) matrices they came from."""
     mats = {m: _matrix(at_a, at_c, m, paired_seeds) for m in metrics}
     out: dict[str, Any] = {f"d_{m}": bootstrap_mean(mats[m].to_numpy(), n_boot, seed) for m in metrics}
     # The compression-specific gain: what the aware ISP gains after compression beyond what it gains before.
-    out["d_specific"] = bootstrap_mean((mats["psnr"] - mats["psnr_raw"]).to_numpy(), n_boot, seed)
+    out["d_specific"] = bootstrap_mean((mats["psnr"] - mats["psnr_before"]).to_numpy(), n_boot, seed)
     rel = mats["bpp"] / at_c.groupby(_unit(at_c)).bpp.mean()
     out["d_bpp_pct"] = bootstrap_mean(100 * rel.to_numpy(), n_boot, seed)
     return out, mats
@@ -108,10 +124,10 @@ def compare(aware: pd.DataFrame, control: pd.DataFrame, *, qf: int, paired_seeds
             seed: int, bd_min_overlap: float) -> dict[str, Any]:
     """The aware configuration against one control, at evaluation QF `qf` (and over the QF sweep)."""
     at_a, at_c = aware[aware.qf == qf], control[control.qf == qf]
-    out, mats = _deltas(at_a, at_c, ("psnr", "psnr_raw", "psnr_y", "ssim", "bpp"), paired_seeds, n_boot, seed)
+    out, mats = _deltas(at_a, at_c, ("psnr", "psnr_before", "psnr_y", "ssim", "bpp"), paired_seeds, n_boot, seed)
     per_photo = mats["psnr"].mean(axis=0)
     out["photos_improved"] = int((per_photo > 0).sum())
-    out["per_photo"] = {str(k): {"d_psnr": _f(v), "d_psnr_raw": _f(mats["psnr_raw"].mean(axis=0)[k])}
+    out["per_photo"] = {str(k): {"d_psnr": _f(v), "d_psnr_before": _f(mats["psnr_before"].mean(axis=0)[k])}
                         for k, v in per_photo.items()}
     out["per_seed"] = {str(k): _f(v) for k, v in mats["psnr"].mean(axis=1).items()}
     # Mean curves over seeds and photos, PSNR(c(f(x)), y) against BPP (rd_points' axis).
@@ -123,7 +139,7 @@ def compare(aware: pd.DataFrame, control: pd.DataFrame, *, qf: int, paired_seeds
 
 def model_means(df: pd.DataFrame, qf: int) -> dict[str, Any]:
     at = df[df.qf == qf].replace([np.inf, -np.inf], np.nan)
-    cols = ["psnr", "psnr_raw", "psnr_y", "ssim", "bpp"]
+    cols = ["psnr", "psnr_before", "psnr_y", "ssim", "bpp"]
     out = {k: _f(at[k].mean()) for k in cols}
     seeds = at.groupby("seed")["psnr"].mean()
     out["psnr_seed_sd"] = _f(seeds.std(ddof=1)) if len(seeds) > 1 else None
@@ -139,7 +155,7 @@ def compare_all(aware_df: pd.DataFrame, controls_df: pd.DataFrame, *, aware: str
     out: dict[str, Any] = {
         "psnr": PSNR_LABELS, "n_photos": int(at[_unit(at)].nunique()), "n_images": int(at.stem.nunique()),
         "n_seeds": int(at.seed.nunique()),
-        "ground_truth": {"bpp": _f(gt.bpp_gt.mean()), "psnr_identity": _f(gt.psnr_gt.mean())},
+        "ground_truth": {"bpp": _f(gt.bpp_gt.mean()), "psnr_gt": _f(gt.psnr_gt.mean())},
         "models": {aware: model_means(a, qf)}, "vs": {},
     }
     present = set(controls_df.model)
@@ -160,6 +176,6 @@ def cross_point(aware_df: pd.DataFrame, controls_df: pd.DataFrame, *, aware: str
     c = controls_df[(controls_df.model == control) & (controls_df.qf == qf)]
     if a.empty or c.empty:
         return {"control": control, "d_psnr": bootstrap_mean(np.empty((0, 0)))}
-    deltas, _ = _deltas(a, c, ("psnr", "psnr_raw", "bpp"), True, n_boot, seed)
+    deltas, _ = _deltas(a, c, ("psnr", "psnr_before", "bpp"), True, n_boot, seed)
     deltas.pop("d_bpp")  # the cell reports the relative ΔBPP only
     return {"control": control, **deltas}

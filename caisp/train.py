@@ -13,9 +13,7 @@ import math
 import os
 import random
 import sys
-import time
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,13 +23,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
-from tqdm import tqdm
 
 from caisp import CaispError
 from caisp.checkpoint import _load_reason
 from caisp.data.dataset import to_float
+from caisp.device import resolve_device, set_determinism  # noqa: F401 (also the loop's API)
 from caisp.io import atomic_path, write_text
 from caisp.metrics import psnr
+from caisp.progress import Progress
 
 STATE_FORMAT = "caisp-train-state"
 STATE_VERSION = 1
@@ -95,22 +94,6 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- devices, DDP
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> this process's CUDA device when there is one, else CPU; "cuda" -> cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise CaispError(f"unknown device {name!r} ({e})") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CaispError(f"device {name!r} requested but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
-
 
 def get_rank() -> int:
     """Global rank: from the process group, else torchrun's RANK (so it holds after cleanup)."""
@@ -186,28 +169,27 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_state(path: Path, step: int, task: nn.Module, opt: torch.optim.Optimizer,
-                sched: torch.optim.lr_scheduler.LRScheduler, metrics: dict[str, float],
-                log_sums: dict[str, float] | None = None, log_n: int = 0) -> None:
-    """Collective (every rank calls it): rank 0 writes the state with every rank's RNG state and the
-    running sums of the logged train loss terms over the `log_n` steps since the last logged step."""
-    rngs = [_rng_state()]
-    if get_world_size() > 1:
-        rngs = [None] * get_world_size()
-        dist.all_gather_object(rngs, _rng_state())
-    if not is_main():
-        return
-    state = {
-        "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "world_size": len(rngs),
-        "task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "rng": rngs, "metrics": metrics, "log_sums": dict(log_sums or {}),
-        "log_n": log_n,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+@dataclass
+class RunningMeans:
+    """Sums of the train loss and its terms over the `n` steps since the last logged step."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / self.n
+
+    def clear(self) -> None:
+        self.sums.clear()
+        self.n = 0
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def _read_state(path: Path) -> dict[str, Any]:
     hint = "; delete it to train from scratch"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -219,6 +201,89 @@ def _load_state(path: Path) -> dict[str, Any]:
         raise CaispError(f"{path}: training state version {state.get('version')!r} "
                          f"is not {STATE_VERSION}{hint}")
     return state
+
+
+@dataclass
+class ResumeState:
+    """Where a run stands: steps done, the last validation's metrics and the running means to log
+    next. With the weights, Adam moments, schedule position and every rank's RNG state it is what
+    the training-state file holds."""
+
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=lambda: {"train_loss": math.nan, "val_psnr": math.nan})
+    # A resumed run's first logged train loss averages the same steps as an uninterrupted run's.
+    log: RunningMeans = field(default_factory=RunningMeans)
+
+    @classmethod
+    def load(cls, path: Path, task: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler, seed: int) -> ResumeState:
+        """Resume from the state file `path`: put its weights, Adam moments, schedule position and
+        this rank's RNG state back in place, and return where the run stood."""
+        state = _read_state(path)
+        try:
+            task.load_state_dict(state["task"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CaispError(f"{path}: training state does not match this task ({first}); "
+                             "delete it to train from scratch") from e
+        sched.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        sums = dict(state.get("log_sums", {}))
+        # States written before log_n existed kept the count in the sums, under "n".
+        n = int(state.get("log_n", sums.pop("n", 0)))
+        run = cls(step, dict(state.get("metrics", cls().metrics)), RunningMeans(sums, n))
+        if len(state["rng"]) == get_world_size():
+            _set_rng_state(state["rng"][get_rank()])
+        else:  # another world size: data order stays right, random draws just differ
+            _seed_all(seed + get_rank() + 7919 * step)
+        if is_main():
+            print(f"resuming from {path} at step {step}", file=sys.stderr, flush=True)
+        return run
+
+    def save(self, path: Path, task: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Collective (every rank calls it): rank 0 writes the state, every rank's RNG state included."""
+        rngs = [_rng_state()]
+        if get_world_size() > 1:
+            rngs = [None] * get_world_size()
+            dist.all_gather_object(rngs, _rng_state())
+        if not is_main():
+            return
+        state = {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "step": self.step, "world_size": len(rngs),
+            "task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "rng": rngs, "metrics": self.metrics, "log_sums": dict(self.log.sums), "log_n": self.log.n,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+
+class _Live:
+    """dvclive on rank 0 (`log_dir` None elsewhere or when not logging: then a no-op). The x axis
+    is optimizer steps, also across resumes."""
+
+    def __init__(self, log_dir: Path | None, step: int, resuming: bool) -> None:
+        self.live = None
+        if log_dir is None:
+            return
+        from dvclive import Live  # late: it imports dvc
+
+        if resuming and log_dir.is_dir():
+            _truncate_live(log_dir, step)
+        self.live = Live(dir=str(log_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.live is None:
+            return
+        self.live.step = step
+        for name, value in metrics.items():
+            self.live.log_metric(name, value)
+        self.live.next_step()
+
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.end()
 
 
 def _truncate_live(log_dir: Path, step: int) -> None:
@@ -290,6 +355,43 @@ def _validate(task: nn.Module, loader: DataLoader | None, dev: torch.device, amp
     return s / n if n else math.nan
 
 
+def _loaders(train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig, start: int,
+             dev: torch.device) -> tuple[Iterator[dict[str, Any]], DataLoader | None, int]:
+    """This rank's training batches from step `start` on, epoch after epoch without end; the
+    loader of its validation shard (None without validation images); the steps of an epoch."""
+    rank, world = get_rank(), get_world_size()
+    local_batch = cfg.batch_size // world
+    base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                              seed=cfg.seed, drop_last=True)
+    # Each rank's shard is one permutation strided by rank, so global step k takes exactly the
+    # permutation's k-th run of batch_size samples, and epochs have len(train_set) // batch_size
+    # steps, whatever the world size.
+    steps_per_epoch = len(base) // local_batch
+    if steps_per_epoch == 0:
+        raise CaispError(f"training set has {len(train_set)} samples, fewer than batch_size "
+                         f"{cfg.batch_size} (the global batch of one step)")
+    sampler = _ResumableSampler(base)
+    gen = torch.Generator()  # worker seeds come from here, not from the global RNG we checkpoint
+    loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0, generator=gen)
+
+    def batches() -> Iterator[dict[str, Any]]:
+        epoch, skip = divmod(start, steps_per_epoch)
+        while True:
+            sampler.set_epoch(epoch, skip * local_batch)  # the samples of this rank's shard
+            gen.manual_seed(((cfg.seed * 1_000_003 + epoch) * 4096 + rank) % 2**63)
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    val_loader = None
+    if val_set is not None and len(val_set) > 0:
+        val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)),
+                                batch_size=cfg.val_batch_size, shuffle=False,
+                                num_workers=cfg.num_workers, pin_memory=dev.type == "cuda")
+    return batches(), val_loader, steps_per_epoch
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
@@ -306,208 +408,105 @@ def fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Train
             cleanup_distributed()
 
 
-def set_determinism(threads: int | None, deterministic: bool) -> None:
-    """Fix torch's CPU thread count and ask for deterministic kernels (cuDNN/cuBLAS included)."""
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    if deterministic:
-        # cuBLAS needs a fixed workspace to be deterministic; it must be set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
-         dev: torch.device, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
-    rank, world = get_rank(), get_world_size()
-    main = rank == 0
-    # Raised on every rank alike, before any collective, so that no rank waits for another.
-    if cfg.batch_size % world:
-        raise CaispError(f"batch_size {cfg.batch_size} is the global batch and must be divisible by "
-                         f"the {world} processes of torchrun")
-    local_batch = cfg.batch_size // world
+def _backend(cfg: TrainConfig, dev: torch.device, rank: int) -> tuple[bool, bool]:
+    """Process-wide settings and seeds of a run; returns (bf16 autocast, channels_last), CUDA only."""
     set_determinism(cfg.threads, cfg.deterministic)
     _seed_all(cfg.seed + rank)  # ranks draw different crops / dropout masks
     cuda = dev.type == "cuda"
-    amp = cfg.amp and cuda
-    channels_last = cfg.channels_last and cuda
     if cuda:
         torch.cuda.set_device(dev)  # nccl collectives (all_gather_object) use the current device
         # Fixed patch size: autotuning pays off, but it picks kernels by timing, run to run.
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return cfg.amp and cuda, cfg.channels_last and cuda
 
-    task.to(dev)
-    if channels_last:
-        task.to(memory_format=torch.channels_last)
+
+def _optimizer(task: nn.Module, cfg: TrainConfig) -> tuple[
+        list[nn.Parameter], torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam on the parameters that require grad, and its learning-rate schedule."""
     params = [p for p in task.parameters() if p.requires_grad]
     if not params:
         raise CaispError("nothing to train: the task has no parameters that require grad")
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
-    # Resume: weights, Adam moments, schedule position and every rank's RNG state.
-    step, metrics = 0, {"train_loss": math.nan, "val_psnr": math.nan}
-    resumed_sums: dict[str, float] = {}
-    resumed_n = 0
+
+def _train_step(model: nn.Module, batch: dict[str, Any], opt: torch.optim.Optimizer,
+                sched: torch.optim.lr_scheduler.LRScheduler, params: list[nn.Parameter],
+                grad_clip: float | None, dev: torch.device, amp: bool, step: int) -> dict[str, float]:
+    """Optimizer step number `step`; returns the loss and its terms, means over all ranks."""
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        loss, logs = model(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    # One sync per step: the global mean loss and terms, checked before the update so that a
+    # non-finite loss never reaches the weights, and every rank stops at the same step.
+    names = list(logs)
+    vals = torch.stack([loss.detach().float().reshape(())]
+                       + [torch.as_tensor(logs[k], device=dev).float().reshape(()) for k in names])
+    if get_world_size() > 1:
+        dist.all_reduce(vals)
+        vals /= get_world_size()
+    values = dict(zip(["loss", *names], vals.tolist()))
+    if not math.isfinite(values["loss"]):
+        raise CaispError(f"loss became {values['loss']} at step {step}")
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    return values
+
+
+def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+         dev: torch.device, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
+    rank, world = get_rank(), get_world_size()
+    # Raised on every rank alike, before any collective, so that no rank waits for another.
+    if cfg.batch_size % world:
+        raise CaispError(f"batch_size {cfg.batch_size} is the global batch and must be divisible by "
+                         f"the {world} processes of torchrun")
+    amp, channels_last = _backend(cfg, dev, rank)
+    task.to(dev)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    params, opt, sched = _optimizer(task, cfg)
     resuming = cfg.state_path is not None and cfg.state_path.is_file()
-    if resuming:
-        state = _load_state(cfg.state_path)
-        try:
-            task.load_state_dict(state["task"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CaispError(f"{cfg.state_path}: training state does not match this task ({first}); "
-                             "delete it to train from scratch") from e
-        sched.load_state_dict(state["scheduler"])
-        step, metrics = int(state["step"]), dict(state.get("metrics", metrics))
-        resumed_sums = dict(state.get("log_sums", {}))
-        # States written before log_n existed kept the count in the sums, under "n".
-        resumed_n = int(state.get("log_n", resumed_sums.pop("n", 0)))
-        if len(state["rng"]) == world:
-            _set_rng_state(state["rng"][rank])
-        else:  # another world size: data order stays right, random draws just differ
-            _seed_all(cfg.seed + rank + 7919 * step)
-        if main:
-            tqdm.write(f"resuming from {cfg.state_path} at step {step}", file=sys.stderr)
-    start_step = step
-
+    run = ResumeState.load(cfg.state_path, task, opt, sched, cfg.seed) if resuming else ResumeState()
+    start_step = run.step
     # DDP only sees parameters that require grad, so a frozen CAS costs no communication.
-    model: nn.Module = task
-    if world > 1:
-        model = DistributedDataParallel(task, device_ids=[dev.index] if cuda else None,
-                                        find_unused_parameters=False)
-
-    base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
-                              seed=cfg.seed, drop_last=True)
-    # Each rank's shard is one permutation strided by rank, so global step k takes exactly the
-    # permutation's k-th run of batch_size samples, and epochs have len(train_set) // batch_size
-    # steps, whatever the world size.
-    steps_per_epoch = len(base) // local_batch
-    if steps_per_epoch == 0:
-        raise CaispError(f"training set has {len(train_set)} samples, fewer than batch_size "
-                         f"{cfg.batch_size} (the global batch of one step)")
-    sampler = _ResumableSampler(base)
-    gen = torch.Generator()  # worker seeds come from here, not from the global RNG we checkpoint
-    loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, pin_memory=cuda,
-                        persistent_workers=cfg.num_workers > 0, generator=gen)
-
-    def batches(start: int) -> Iterator[dict[str, Any]]:
-        epoch, skip = divmod(start, steps_per_epoch)
-        while True:
-            sampler.set_epoch(epoch, skip * local_batch)  # the samples of this rank's shard
-            gen.manual_seed(((cfg.seed * 1_000_003 + epoch) * 4096 + rank) % 2**63)
-            yield from loader
-            epoch, skip = epoch + 1, 0
-
-    val_loader = None
-    if val_set is not None and len(val_set) > 0:
-        val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)),
-                                batch_size=cfg.val_batch_size, shuffle=False,
-                                num_workers=cfg.num_workers, pin_memory=cuda)
+    model = task if world == 1 else DistributedDataParallel(
+        task, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=False)
+    data, val_loader, steps_per_epoch = _loaders(train_set, val_set, cfg, run.step, dev)
     val_every = cfg.val_every or steps_per_epoch
-
-    live = None
-    if main and cfg.log_dir is not None:
-        from dvclive import Live  # late: it imports dvc
-
-        if resuming and cfg.log_dir.is_dir():
-            _truncate_live(cfg.log_dir, step)
-        live = Live(dir=str(cfg.log_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None)
-
-    # A terminal gets tqdm's bar; a log (DVC, CI: stderr is a file or pipe) one plain line every
-    # `log_every` seconds and at the end, not a carriage-return redraw per step.
-    show = main and cfg.progress
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stderr
-        tty = False
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (show and tty), unit="step",
-               dynamic_ncols=True, file=sys.stderr)
-    log_every, log_loss, log_n, log_step = 10.0, 0.0, 0, step
-    # A resumed run's first logged train loss averages the same steps as an uninterrupted run's.
-    sums: dict[str, float] = defaultdict(float, resumed_sums)
-    n_sum = resumed_n
-    img_s, t_last = 0.0, time.perf_counter()
-    t_log = t_last
-
-    def log_line() -> None:
-        nonlocal log_loss, log_n, log_step, t_log
-        print(f"train: step {step}/{cfg.steps}, loss {log_loss / max(log_n, 1):.4g}, "
-              f"{img_s:.1f} images/s", file=sys.stderr, flush=True)
-        log_loss, log_n, log_step, t_log = 0.0, 0, step, t_last
-
-    data = batches(step)
+    live = _Live(cfg.log_dir if rank == 0 else None, run.step, resuming)
+    progress = Progress(cfg.steps, "train: step {n}/{total}, loss {loss:.4g}, {rate:.1f} images/s",
+                        initial=run.step, desc="train", unit="step", per_unit=cfg.batch_size,
+                        items="images", enabled=rank == 0 and cfg.progress)
     model.train()
     try:
-        while step < cfg.steps:
+        while run.step < cfg.steps:
             batch = _to_device(next(data), dev, channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss, logs = model(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            # One sync per step: the global mean loss and terms, checked before the update so that
-            # a non-finite loss never reaches the weights, and every rank stops at the same step.
-            names = list(logs)
-            vals = torch.stack([loss.detach().float().reshape(())]
-                               + [torch.as_tensor(logs[k], device=dev).float().reshape(()) for k in names])
-            if world > 1:
-                dist.all_reduce(vals)
-                vals /= world
-            values = dict(zip(["loss", *names], vals.tolist()))
-            if not math.isfinite(values["loss"]):
-                raise CaispError(f"loss became {values['loss']} at step {step + 1}")
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            lr = opt.param_groups[0]["lr"]
-            opt.step()
-            sched.step()
-            step += 1
-
-            for k, v in values.items():
-                sums[k] += v
-            n_sum += 1
-            now = time.perf_counter()
-            rate = cfg.batch_size / max(now - t_last, 1e-9)  # all ranks' images of the step
-            img_s = rate if img_s == 0 else 0.9 * img_s + 0.1 * rate
-            t_last = now
-            bar.update(1)
-            bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{img_s:.1f}", refresh=False)
-            log_loss, log_n = log_loss + values["loss"], log_n + 1
-            if show and not tty and now - t_log >= log_every:
-                log_line()
-
-            if step % val_every == 0 or step == cfg.steps:
+            lr = opt.param_groups[0]["lr"]  # the step's own: sched.step() moves it
+            values = _train_step(model, batch, opt, sched, params, cfg.grad_clip, dev, amp, run.step + 1)
+            run.step += 1
+            run.log.add(values)
+            progress.update(loss=values["loss"])
+            if run.step % val_every == 0 or run.step == cfg.steps:
                 val_psnr = _validate(task, val_loader, dev, amp, channels_last, cfg.val_tile, cfg.val_overlap)
-                metrics = {"train_loss": sums["loss"] / n_sum, "val_psnr": val_psnr}
-                if live is not None:
-                    live.step = step  # the x axis is optimizer steps, also across resumes
-                    live.log_metric("train/loss", metrics["train_loss"])
-                    for k in names:
-                        live.log_metric(f"train/{k}", sums[k] / n_sum)
-                    live.log_metric("lr", lr)
-                    if val_loader is not None:
-                        live.log_metric("val/psnr", val_psnr)
-                    live.next_step()
-                if main and not math.isnan(val_psnr):
-                    tqdm.write(f"step {step}: train loss {metrics['train_loss']:.4g}, "
-                               f"val PSNR {val_psnr:.2f} dB", file=sys.stderr)
-                sums.clear()
-                n_sum = 0
-            if cfg.state_path is not None and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-                _save_state(cfg.state_path, step, task, opt, sched, metrics, sums, n_sum)
+                run.metrics = {"train_loss": run.log.mean("loss"), "val_psnr": val_psnr}
+                live.log(run.step, {**{f"train/{k}": run.log.mean(k) for k in values}, "lr": lr,
+                                    **({"val/psnr": val_psnr} if val_loader is not None else {})})
+                if rank == 0 and not math.isnan(val_psnr):
+                    progress.write(f"step {run.step}: train loss {run.metrics['train_loss']:.4g}, "
+                                   f"val PSNR {val_psnr:.2f} dB")
+                run.log.clear()
+            if cfg.state_path is not None and (run.step % cfg.ckpt_every == 0 or run.step == cfg.steps):
+                run.save(cfg.state_path, task, opt, sched)
             if on_step is not None:
-                on_step(step, values)
+                on_step(run.step, values)
     finally:
-        bar.close()
-        if show and not tty and step > log_step:  # the last line: where training stopped
-            log_line()
-        if live is not None:
-            live.end()
+        progress.close()
+        live.end()
     if world > 1:
         dist.barrier()  # when fit returns anywhere, rank 0's files are complete
-    return {"step": step, "start_step": start_step, **metrics}
+    return {"step": run.step, "start_step": start_step, **run.metrics}

@@ -1,5 +1,9 @@
-"""The shared command line of every stage: read and validate params.yaml, call caisp, report errors
-as one line naming the file or key (no traceback for a user's mistake)."""
+"""The shared command line of every stage: read and validate params.yaml, call the stage's function,
+report errors as one line naming the file or key (no traceback for a user's mistake).
+
+Each stage says which matrix arguments it takes: `point` (an operating point by name: qf80, webp-80),
+`variant` (a CAS variant), `unfrozen` (update g while fine-tuning), `control` (a control's name).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,43 +14,36 @@ from typing import Callable
 from caisp import CaispError
 from caisp.params import load_params
 
+_ARGS = {
+    "point": dict(required=True, help="operating point: qf80 (JPEG at QF 80, the paper's codec) or "
+                                      "<codec>-<quality>, e.g. webp-80"),
+    "variant": dict(required=True, help="CAS variant (unet, acn, djs, kornia)"),
+    "control": dict(required=True, help="the control to fine-tune: agnostic | identity"),
+}
 
-def main(fn: Callable, *, matrix: tuple[str, ...] = (), alternate: Callable | None = None) -> None:
+
+def main(fn: Callable, *, args: tuple[str, ...] = ()) -> None:
     ap = argparse.ArgumentParser(description=fn.__doc__)
     ap.add_argument("--params", default="params.yaml")
-    # A stage that can also run a control needs --qf/--variant only for its aware runs.
-    needed = not ({"control", "controls"} & set(matrix))
-    if "qf" in matrix:  # the operating point: --qf N (JPEG, the paper's) or --point <codec>-<quality>
-        where = ap.add_mutually_exclusive_group(required=needed)
-        where.add_argument("--qf", type=int, help="JPEG quality factor")
-        where.add_argument("--point", help="another codec's operating point, e.g. webp-80")
-    if "variant" in matrix:
-        ap.add_argument("--variant", required=needed)
-    if "frozen" in matrix:
-        ap.add_argument("--unfrozen", action="store_true", help="update the CAS during fine-tuning")
-    if "control" in matrix:
-        ap.add_argument("--control", default=None, help="fine-tune a control instead (agnostic | identity)")
-    if "controls" in matrix:
-        ap.add_argument("--controls", action="store_true", help="evaluate the controls instead")
-    args = ap.parse_args()
-    kwargs = {k: getattr(args, k) for k in ("variant",) if k in matrix}
-    if "qf" in matrix:
-        kwargs["point"] = args.qf if args.point is None else args.point
-    if "frozen" in matrix:
-        kwargs["frozen"] = not args.unfrozen
-    if getattr(args, "control", None):
-        kwargs = {"control": args.control}
-    if getattr(args, "controls", False):
-        fn, kwargs = alternate, {}
+    for name in args:
+        if name == "unfrozen":
+            ap.add_argument("--unfrozen", action="store_true", help="update the CAS during fine-tuning")
+        else:
+            ap.add_argument(f"--{name}", **_ARGS[name])
+    ns = ap.parse_args()
     t0 = time.time()
+    kwargs: dict = {}
     try:
-        params = load_params(args.params)
-        if {"point", "variant"} & set(kwargs) and None in (kwargs.get("point", 0), kwargs.get("variant", "")):
-            raise CaispError("give --qf (or --point) and --variant (or --control / --controls)")
-        if isinstance(kwargs.get("point"), str):
-            from caisp.data.codec import Point
+        params = load_params(ns.params)
+        for name in args:
+            if name == "point":
+                from caisp.codecs import Point
 
-            kwargs["point"] = Point.parse(kwargs["point"], key="--point")
+                kwargs["point"] = Point.parse(ns.point, key="--point")
+            elif name == "unfrozen":
+                kwargs["frozen"] = not ns.unfrozen
+            else:
+                kwargs[name] = getattr(ns, name)
         fn(params, **kwargs)
     except CaispError as e:
         print(f"error: {e}", file=sys.stderr)

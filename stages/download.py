@@ -1,5 +1,5 @@
-"""DVC stage: Download or synthesise the raw files of data.source into data/raw."""
-from caisp.pipeline import run_download
+"""DVC stage: download or synthesise the raw files of data.source into data/raw."""
+from caisp.pipeline.download import run_download
 from stages._entry import main
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""DVC stage: real JPEG of every target at one QF, with per-image BPP."""
-from caisp.pipeline import run_encode
+"""DVC stage: the real codec's file of every target at one operating point, with per-image BPP."""
+from caisp.pipeline.encode import run_encode
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_encode, matrix=("qf",))
+    main(run_encode, args=("point",))

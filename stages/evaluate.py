@@ -1,7 +1,6 @@
-"""DVC stage: real-JPEG BPP/PSNR evaluation of the aware ISP's seeds against every control
-(--controls: evaluate the controls themselves, once)."""
-from caisp.pipeline import run_evaluate, run_evaluate_controls
+"""DVC stage: real-codec BPP/PSNR evaluation of the aware ISP's seeds against every control."""
+from caisp.pipeline.evaluation import run_evaluate
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_evaluate, matrix=("qf", "variant", "frozen", "controls"), alternate=run_evaluate_controls)
+    main(run_evaluate, args=("point", "variant", "unfrozen"))

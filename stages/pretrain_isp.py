@@ -1,5 +1,5 @@
-"""DVC stage: Pretrain ISP-Net with L_isp only (the compression-agnostic ISP)."""
-from caisp.pipeline import run_pretrain_isp
+"""DVC stage: pretrain ISP-Net with L_isp only (the compression-agnostic ISP)."""
+from caisp.pipeline.isp import run_pretrain_isp
 from stages._entry import main
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""DVC stage: Render every raw with LibRaw to an 8-bit sRGB target and store its normalised Bayer mosaic."""
-from caisp.pipeline import run_render
+"""DVC stage: render every raw with LibRaw to an 8-bit sRGB target and store its normalised Bayer mosaic."""
+from caisp.pipeline.render import run_render
 from stages._entry import main
 
 if __name__ == "__main__":

@@ -139,13 +139,13 @@ def _origin(srgb: torch.Tensor) -> tuple[int, int]:
 
 def test_train_crops(rendered: Path) -> None:
     torch.manual_seed(0)
-    ds = RawRGBDataset(rendered, ["a", "b"], jpeg_dir=rendered / "jpeg", patch=32, train=True, repeat=3)
+    ds = RawRGBDataset(rendered, ["a", "b"], coded_dir=rendered / "jpeg", patch=32, train=True, repeat=3)
     assert len(ds) == 6 and [ds[i]["stem"] for i in range(6)] == ["a", "b"] * 3
     origins, orientations = set(), set()
     for i in range(40):
         item = ds[i % len(ds)]
-        assert set(item) == {"raw", "srgb", "jpeg", "stem"}
-        for key in ("raw", "srgb", "jpeg"):
+        assert set(item) == {"raw", "srgb", "coded", "stem"}
+        for key in ("raw", "srgb", "coded"):
             t = item[key]
             assert t.shape == (3, 32, 32) and t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
         y0, x0 = _origin(item["srgb"])
@@ -156,14 +156,14 @@ def test_train_crops(rendered: Path) -> None:
         orientations.add(tuple(int(v) for v in torch.nonzero((s[0] == s[0].min()) & (s[1] == s[1].min()))[0]))
         # Same transform everywhere: raw (bilinear of a linear image) and jpeg match srgb closely.
         assert (item["raw"] - s).abs().max() <= 1.02 / 255  # 1 level off only at image borders
-        assert (item["jpeg"] - s).abs().max() <= 8 / 255
+        assert (item["coded"] - s).abs().max() <= 8 / 255
     assert len(origins) > 4 and len(orientations) == 4
 
 
 def test_val_centre_crop_and_window_demosaic(rendered: Path) -> None:
     ds = RawRGBDataset(rendered, ["a", "b"], patch=32, train=False)
     a, again = ds[0], ds[0]
-    assert "jpeg" not in a and all(torch.equal(a[k], again[k]) for k in ("raw", "srgb"))
+    assert "coded" not in a and all(torch.equal(a[k], again[k]) for k in ("raw", "srgb"))
     assert _origin(a["srgb"]) == (16, 16)  # ((70 - 32) // 2) // 16 * 16, ((90 - 32) // 2) // 16 * 16
     assert a["srgb"][0, 0, 0] * 255 == 16 and a["srgb"][1, 0, 0] * 255 == 16  # not flipped
     full = demosaic_bilinear(apply_wb(_full_mosaic(rendered, "a"), "RGGB", WB, clip=True), "RGGB")
@@ -171,8 +171,8 @@ def test_val_centre_crop_and_window_demosaic(rendered: Path) -> None:
 
 
 def test_whole_image_and_small(rendered: Path) -> None:
-    whole = RawRGBDataset(rendered, ["b"], jpeg_dir=rendered / "jpeg", train=True)[0]
-    assert whole["raw"].shape == whole["srgb"].shape == whole["jpeg"].shape == (3, 64, 80)
+    whole = RawRGBDataset(rendered, ["b"], coded_dir=rendered / "jpeg", train=True)[0]
+    assert whole["raw"].shape == whole["srgb"].shape == whole["coded"].shape == (3, 64, 80)
     assert _origin(whole["srgb"]) == (0, 0) and whole["srgb"][1, 0, 79] * 255 == 79
     big = RawRGBDataset(rendered, ["a"], patch=128, train=True)[0]
     assert big["raw"].shape == (3, 64, 64)  # largest multiple of 16 that fits
@@ -220,7 +220,7 @@ def test_window_equals_the_whole_image_normalised(rendered: Path) -> None:
     "kwargs,match",
     [({"patch": 0}, "patch"), ({"patch": 20}, "patch"), ({"patch": -16}, "patch"), ({"patch": True}, "patch"),
      ({"input_norm": "gray"}, "input_norm"), ({"repeat": 0}, "repeat"), ({"keys": ["raw", "rgb"]}, "rgb"),
-     ({"keys": ["srgb", "jpeg"]}, "jpeg_dir")],
+     ({"keys": ["srgb", "coded"]}, "coded_dir")],
 )
 def test_bad_arguments(rendered: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(CaispError, match=match):
@@ -269,17 +269,17 @@ def test_keys_and_uint8_give_the_same_crops_with_less(rendered: Path) -> None:
     from caisp.data.dataset import to_float
     from caisp.train import _to_device
 
-    full = RawRGBDataset(rendered, ["a", "b"], jpeg_dir=rendered / "jpeg", patch=32, train=True, repeat=3)
-    lean = RawRGBDataset(rendered, ["a", "b"], jpeg_dir=rendered / "jpeg", patch=32, train=True, repeat=3,
-                         keys=("srgb", "jpeg"), uint8=True)
-    assert full.keys == ("raw", "srgb", "jpeg")
+    full = RawRGBDataset(rendered, ["a", "b"], coded_dir=rendered / "jpeg", patch=32, train=True, repeat=3)
+    lean = RawRGBDataset(rendered, ["a", "b"], coded_dir=rendered / "jpeg", patch=32, train=True, repeat=3,
+                         keys=("srgb", "coded"), uint8=True)
+    assert full.keys == ("raw", "srgb", "coded")
     for i in range(len(full)):
         torch.manual_seed(i)
         a = full[i]
         torch.manual_seed(i)
         b = lean[i]
-        assert set(b) == {"srgb", "jpeg", "stem"} and b["stem"] == a["stem"]
-        for key in ("srgb", "jpeg"):
+        assert set(b) == {"srgb", "coded", "stem"} and b["stem"] == a["stem"]
+        for key in ("srgb", "coded"):
             assert b[key].dtype == torch.uint8 and b[key].shape == a[key].shape
             assert torch.equal(to_float(b[key].clone()), a[key])
     moved = _to_device({"srgb": lean[0]["srgb"][None], "stem": ["a"]}, torch.device("cpu"), channels_last=False)

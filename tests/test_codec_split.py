@@ -81,7 +81,7 @@ def test_encode_all(tmp_path: Path) -> None:
     out.mkdir(parents=True)
     (out / "old.jpg").write_bytes(b"old")
     (out / "old.npy").write_bytes(b"old")
-    df = encode_all(rendered, out, qf=50, subsampling="4:2:0")
+    df = encode_all(rendered, out, codec="jpeg", quality=50, settings={"subsampling": "4:2:0"})
     assert list(df.columns) == ["stem", "height", "width", "bytes", "bpp"]
     assert list(df["stem"]) == ["a", "b"]
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.npy", "b.jpg", "b.npy", "bpp.csv"]
@@ -95,7 +95,7 @@ def test_encode_all(tmp_path: Path) -> None:
         assert data == encode_jpeg(_photo(row.height, row.width, seed=list(shapes).index(row.stem)), 50)
         assert np.array_equal(np.load(out / f"{row.stem}.npy"), decode_jpeg(data))  # what crops read
     with pytest.raises(CaispError, match="quality"):
-        encode_all(rendered, out, qf=0)
+        encode_all(rendered, out, codec="jpeg", quality=0)
 
 
 # --- split -------------------------------------------------------------------------------------
@@ -155,8 +155,8 @@ def test_encode_all_parallel_matches_serial(tmp_path: Path) -> None:
     (rendered / "targets").mkdir(parents=True)
     for i in range(3):
         store.write_array(rendered / "targets" / f"im{i}.npy", _photo(32, 48, seed=i))
-    serial = encode_all(rendered, tmp_path / "s", qf=80, subsampling="4:4:4")
-    parallel = encode_all(rendered, tmp_path / "p", qf=80, subsampling="4:4:4", workers=2)
+    serial = encode_all(rendered, tmp_path / "s", codec="jpeg", quality=80, settings={"subsampling": "4:4:4"})
+    parallel = encode_all(rendered, tmp_path / "p", codec="jpeg", quality=80, settings={"subsampling": "4:4:4"}, workers=2)
     pd.testing.assert_frame_equal(serial, parallel)
     for i in range(3):
         assert (tmp_path / "s" / f"im{i}.jpg").read_bytes() == (tmp_path / "p" / f"im{i}.jpg").read_bytes()

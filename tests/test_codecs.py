@@ -18,7 +18,7 @@ from PIL import Image
 
 from caisp import CaispError
 from caisp.data import codec, store
-from caisp.data.codec import CODECS, Point
+from caisp.codecs import CODECS, Point
 from caisp.params import from_dict
 from conftest import ROOT
 
@@ -43,7 +43,7 @@ def test_round_trip_is_the_real_format_and_deterministic(name: str) -> None:
     high, low = HIGH_LOW[name]
     data = codec.encode(img, name, high)
     with Image.open(io.BytesIO(data)) as im:  # a real file of that format, not a re-labelled one
-        assert im.format == CODECS[name].format and im.size == (96, 64)
+        assert im.format == CODECS[name].pillow_format and im.size == (96, 64)
     dec, nbytes = codec.roundtrip(img, name, high)
     assert dec.dtype == np.uint8 and dec.shape == img.shape and nbytes == len(data)
     assert _psnr(dec, img) > 30
@@ -60,7 +60,7 @@ def test_encode_all_bpp_from_the_file_bytes(tmp_path: Path, name: str) -> None:
     for i, (h, w) in enumerate([(48, 80), (64, 96)]):
         store.write_array(rendered / "targets" / f"im{i}.npy", _photo(h, w, seed=i))
     out = tmp_path / name
-    df = codec.encode_all(rendered, out, qf=HIGH_LOW[name][1], codec=name, workers=2)
+    df = codec.encode_all(rendered, out, codec=name, quality=HIGH_LOW[name][1], workers=2)
     ext = CODECS[name].ext
     assert sorted(p.name for p in out.iterdir()) == sorted(["bpp.csv", f"im0{ext}", "im0.npy", f"im1{ext}", "im1.npy"])
     for row in df.itertuples():

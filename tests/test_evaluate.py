@@ -12,7 +12,9 @@ from PIL import Image
 from torch import nn
 
 from caisp import evaluate as ev
+from caisp import stats
 from caisp.bjontegaard import bd_psnr, bd_rate
+from caisp.codecs import Point
 
 
 def _pil_encode(img: np.ndarray, qf: int, subsampling: str = "4:2:0") -> bytes:
@@ -28,7 +30,7 @@ def _pil_decode(data: bytes) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def pillow_codec(monkeypatch):
     """Independent of caisp.data.codec (written elsewhere): plain Pillow with the same settings."""
-    def codec(name: str = "jpeg", settings: dict | None = None):
+    def codec(name: str, settings: dict | None = None):
         sub = (settings or {}).get("subsampling", "4:2:0")
         return (lambda img, q: _pil_encode(img, q, sub)), _pil_decode
 
@@ -45,10 +47,10 @@ def _image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
 
 # --- evaluate_pair ---------------------------------------------------------------------------------
 
-def test_psnr_raw_of_a_constant_offset_is_analytic():
+def test_psnr_before_of_a_constant_offset_is_analytic():
     y = _image()
-    r = ev.evaluate_pair(y + 3, y, qf=90)
-    assert r["psnr_raw"] == pytest.approx(10 * math.log10(255**2 / 9), abs=1e-9)
+    r = ev.evaluate_pair(y + 3, y, point=Point("jpeg", 90))
+    assert r["psnr_before"] == pytest.approx(10 * math.log10(255**2 / 9), abs=1e-9)
 
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (300, 311, 3), (1, 1 << 18, 1)])
@@ -65,7 +67,7 @@ def test_psnr_u8_sums_exactly_across_its_chunks(shape):
 def test_bpp_counts_file_bytes_of_an_independent_encode():
     y = _image()
     pred = np.clip(y.astype(int) + 5, 0, 255).astype(np.uint8)
-    r = ev.evaluate_pair(pred, y, qf=85, subsampling="4:2:0")
+    r = ev.evaluate_pair(pred, y, point=Point("jpeg", 85), settings={"subsampling": "4:2:0"})
     h, w = y.shape[:2]
     assert r["bpp"] == 8 * len(_pil_encode(pred, 85, "4:2:0")) / (h * w)
     assert r["bpp_gt"] == 8 * len(_pil_encode(y, 85, "4:2:0")) / (h * w)
@@ -77,8 +79,8 @@ def test_bpp_counts_file_bytes_of_an_independent_encode():
 
 def test_identical_prediction_matches_the_ground_truth_path():
     y = _image()
-    r = ev.evaluate_pair(y.copy(), y, qf=90)
-    assert math.isinf(r["psnr"]) and math.isinf(r["psnr_raw"])
+    r = ev.evaluate_pair(y.copy(), y, point=Point("jpeg", 90))
+    assert math.isinf(r["psnr"]) and math.isinf(r["psnr_before"])
     assert r["bpp"] == r["bpp_gt"]
     assert r["ssim"] == pytest.approx(1.0)
     gt_psnr = 10 * math.log10(255**2 / np.mean((_pil_decode(_pil_encode(y, 90)).astype(float) - y) ** 2))
@@ -88,7 +90,7 @@ def test_identical_prediction_matches_the_ground_truth_path():
 def test_given_ground_truth_bytes_replace_re_encoding():
     y = _image()
     data = _pil_encode(y, 60)  # deliberately another QF, so re-encoding would differ
-    r = ev.evaluate_pair(y.copy(), y, qf=90, target_jpeg_bytes=data)
+    r = ev.evaluate_pair(y.copy(), y, point=Point("jpeg", 90), target_bytes=data)
     assert r["bpp_gt"] == 8 * len(data) / (y.shape[0] * y.shape[1])
     assert r["bpp"] != r["bpp_gt"] and math.isfinite(r["psnr"])
 
@@ -96,17 +98,17 @@ def test_given_ground_truth_bytes_replace_re_encoding():
 def test_evaluate_pair_rejects_mismatched_inputs():
     y = _image()
     with pytest.raises(ValueError, match="uint8"):
-        ev.evaluate_pair(y.astype(np.float32), y, qf=90)
+        ev.evaluate_pair(y.astype(np.float32), y, point=Point("jpeg", 90))
     with pytest.raises(ValueError):
-        ev.evaluate_pair(y[:32], y, qf=90)
+        ev.evaluate_pair(y[:32], y, point=Point("jpeg", 90))
 
 
 def test_real_codec_agrees_with_the_formula(monkeypatch):
     codec = pytest.importorskip("caisp.data.codec")
-    monkeypatch.setattr(ev, "_codec", lambda name="jpeg", settings=None: codec.encoder(name, settings))
+    monkeypatch.setattr(ev, "_codec", lambda name, settings=None: codec.encoder(name, settings))
     y = _image()
     pred = np.clip(y.astype(int) - 4, 0, 255).astype(np.uint8)
-    r = ev.evaluate_pair(pred, y, qf=90, subsampling="4:2:0")
+    r = ev.evaluate_pair(pred, y, point=Point("jpeg", 90), settings={"subsampling": "4:2:0"})
     assert r["bpp"] == 8 * len(codec.encode_jpeg(pred, 90, subsampling="4:2:0")) / (y.shape[0] * y.shape[1])
 
 
@@ -158,14 +160,14 @@ def _fake_frame() -> pd.DataFrame:
             # aware beats agnostic on a, b, c by 1 dB and loses on d by 0.5 dB at every QF.
             d = -0.5 if stem == "d" else 1.0
             rows.append(dict(model="agnostic", stem=stem, qf=q, psnr=base, ssim=0.9, bpp=bpp, psnr_y=base - 2,
-                             psnr_raw=33.0, **gt))
+                             psnr_before=33.0, **gt))
             rows.append(dict(model="aware", stem=stem, qf=q, psnr=base + d, ssim=0.92, bpp=bpp,
-                             psnr_y=base + d - 2, psnr_raw=32.5, **gt))
+                             psnr_y=base + d - 2, psnr_before=32.5, **gt))
     return pd.DataFrame(rows)
 
 
 def test_rd_points_has_a_ground_truth_curve():
-    rd = ev.rd_points(_fake_frame())
+    rd = stats.rd_points(_fake_frame())
     assert set(rd.model) == {"agnostic", "aware", "ground_truth"}
     gt = rd[rd.model == "ground_truth"].set_index("qf")
     assert gt.loc[90, "psnr"] == pytest.approx(43.0)
@@ -194,23 +196,27 @@ def _dataset(n: int = 2, h: int = 40, w: int = 56) -> list[dict]:
         srgb = torch.from_numpy(_image(h, w, seed=i)).permute(2, 0, 1).float() / 255
         jpeg = torch.from_numpy(_pil_decode(_pil_encode(_image(h, w, seed=i), 90))).permute(2, 0, 1).float() / 255
         # raw == srgb, so the identity "ISP" is perfect.
-        items.append({"raw": srgb.clone(), "srgb": srgb, "jpeg": jpeg, "stem": f"img{i}"})
+        items.append({"raw": srgb.clone(), "srgb": srgb, "coded": jpeg, "stem": f"img{i}"})
     return items
 
 
 def test_evaluate_isps_ranks_a_noisy_isp_below_identity():
     ident, noisy = _Counting(0.0), _Counting(0.05)
-    df = ev.evaluate_isps({"agnostic": noisy, "aware": ident}, _dataset(), qfs=[84, 88], train_qf=90,
-                          subsampling="4:2:0", device="cpu", tile=512, overlap=16)
+    jpeg = [Point("jpeg", q) for q in (84, 88, 90)]
+    df = ev.evaluate_isps({("agnostic", None): noisy, ("aware", 0): ident}, _dataset(), points=jpeg,
+                          ssim_points=[Point("jpeg", 90)], settings={"jpeg": {"subsampling": "4:2:0"}},
+                          device="cpu", tile=512, overlap=16)
     assert list(df.columns) == ev.ISP_COLUMNS
     assert df[df.qf == 90].ssim.notna().all() and df[df.qf != 90].ssim.isna().all()
-    assert len(df) == 2 * 2 * 3  # models x images x (sweep + train_qf)
+    assert len(df) == 2 * 2 * 3  # models x images x points
+    assert df[df.model == "agnostic"].seed.isna().all() and str(df.seed.dtype) == "Int64"  # no seed: empty
     assert ident.calls == 2 and noisy.calls == 2  # inference once per image, QFs swept on the output
     m = df.groupby("model").psnr.apply(lambda s: s.replace(np.inf, 1e9).mean())
     assert m["aware"] > m["agnostic"]
     assert np.isinf(df[df.model == "aware"].psnr).all()
     assert (df[df.model == "aware"].bpp == df[df.model == "aware"].bpp_gt).all()
-    seeded = ev.evaluate_isps({("aware", 3): ident}, _dataset(1), qfs=[90], train_qf=[80, 90])
+    seeded = ev.evaluate_isps({("aware", 3): ident}, _dataset(1), points=[Point("jpeg", 80), Point("jpeg", 90)],
+                              ssim_points=[Point("jpeg", 80), Point("jpeg", 90)])
     assert set(seeded.seed) == {3} and seeded[seeded.qf == 80].ssim.notna().all()
 
 
@@ -228,15 +234,15 @@ def test_evaluate_cas_identity_baseline():
     assert "psnr" not in only and len(only) == 2
     df = ev.evaluate_cas(_Counting(), ds, device="cpu")
     # The identity "CAS" equals the identity baseline.
-    assert np.allclose(df.psnr, df.psnr_identity) and np.allclose(df.ssim, df.ssim_identity)
+    assert np.allclose(df.psnr, df.psnr_gt) and np.allclose(df.ssim, df.ssim_gt)
     s = ev.summarize_cas(only)
-    assert s["psnr"] is None and s["n"] == 2 and s["psnr_identity"] > 25
+    assert s["psnr"] is None and s["n"] == 2 and s["psnr_gt"] > 25
 
 
 def test_make_example_crops_where_aware_helps():
     gt = _image(64, 64)
     bad = gt.copy()
     bad[32:, 32:] = np.clip(bad[32:, 32:].astype(int) + 40, 0, 255).astype(np.uint8)
-    ex = ev.make_example("t", gt, bad, gt.copy(), qf=90, crop=32)
+    ex = ev.make_example("t", gt, bad, gt.copy(), point=Point("jpeg", 90), crop=32)
     assert ex["gt"].shape == (32, 32, 3) and ex["crop"][:2] == (32, 32)
     assert ex["aware_psnr"] > ex["agnostic_psnr"] and ex["aware_bpp"] > 0

@@ -17,19 +17,19 @@ def _summary(qf: int, variant: str, frozen: bool, d: float) -> dict:
     kind = "aware" if frozen else "aware-unfrozen"
     aware = _frame(kind, [0, 1], gain_after=d, gain_before=d / 4)
     controls = pd.concat([_frame("agnostic", [0, 1], 0.0, 0.0), _frame("identity", [0, 1], 0.05, 0.0),
-                          _frame("pretrained", [-1], -0.1, 0.0)])
+                          _frame("pretrained", [None], -0.1, 0.0)])
     aware["qf"] = aware.qf + (qf - 85)
     controls["qf"] = controls.qf + (qf - 85)
-    return {"qf": qf, "variant": variant, "frozen": frozen, "seeds": [0, 1],
+    return {"qf": qf, "variant": variant, "frozen": frozen, "seeds": [0, 1], "codec": "jpeg",
             **stats.compare_all(aware, controls, aware=kind, qf=qf, n_boot=200)}
 
 
 def _inputs() -> dict:
-    cas = {"qf80-unet": {"qf": 80, "variant": "unet", "psnr": 41.234, "ssim": 0.97, "psnr_identity": 38.5,
-                         "ssim_identity": 0.95,
+    cas = {"qf80-unet": {"qf": 80, "variant": "unet", "codec": "jpeg", "psnr": 41.234, "ssim": 0.97,
+                         "psnr_gt": 38.5, "ssim_gt": 0.95,
                          "gate": {"val_margin_db": 2.7, "gate_db": 0.1, "passed": True, "n_val": 2}},
-           "qf90-kornia": {"qf": 90, "variant": "kornia", "psnr": 40.0, "ssim": 0.96},
-           "qf90-unet": {"qf": 90, "variant": "unet", "psnr": 43.0, "ssim": 0.97, "psnr_identity": 43.0,
+           "qf90-kornia": {"qf": 90, "variant": "kornia", "codec": "jpeg", "psnr": 40.0, "ssim": 0.96},
+           "qf90-unet": {"qf": 90, "variant": "unet", "codec": "jpeg", "psnr": 43.0, "ssim": 0.97, "psnr_gt": 43.0,
                          "gate": {"val_margin_db": 0.004, "gate_db": 0.1, "passed": False, "n_val": 2}}}
     isp = {"aware-qf90-unet": _summary(90, "unet", True, 1.25),
            "aware-unfrozen-qf90-acn": _summary(90, "acn", False, 0.5)}
@@ -44,7 +44,7 @@ def _inputs() -> dict:
               "isp psnr": pd.DataFrame({"step": [0, 10], "value": [20.0, 30.0]})}
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    examples = [{"title": "img0", "gt": gt, "agnostic_jpeg": gt // 2, "aware_jpeg": gt,
+    examples = [{"title": "img0", "gt": gt, "agnostic_coded": gt // 2, "aware_coded": gt,
                  "agnostic_bpp": 0.9, "aware_bpp": 0.95}]
     return dict(cas_tables=cas, isp_summaries=isp, ablation=ablation, rd=rd, curves=curves, examples=examples)
 

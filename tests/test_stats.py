@@ -46,7 +46,7 @@ def _frame(model: str, seeds, gain_after: float, gain_before: float, noise: floa
                 base = 30 + i + 0.5 * (q - 80)
                 e = noise * rng.normal()
                 rows.append(dict(model=model, seed=seed, stem=stem, source=source, qf=q,
-                                 psnr=base + gain_after + e, psnr_raw=40 + i + gain_before, ssim=0.9,
+                                 psnr=base + gain_after + e, psnr_before=40 + i + gain_before, ssim=0.9,
                                  bpp=0.3 + 0.05 * (q - 80), psnr_y=base - 1 + gain_after + e,
                                  bpp_gt=0.3 + 0.05 * (q - 80), psnr_gt=45.0))
     return pd.DataFrame(rows)
@@ -55,13 +55,13 @@ def _frame(model: str, seeds, gain_after: float, gain_before: float, noise: floa
 def test_compare_all_pairs_seeds_and_isolates_the_compression_specific_gain():
     aware = _frame("aware", [0, 1, 2], gain_after=0.4, gain_before=0.1)
     controls = pd.concat([_frame("agnostic", [0, 1, 2], 0.0, 0.0), _frame("identity", [0, 1, 2], 0.0, 0.0),
-                          _frame("pretrained", [-1], -0.2, 0.0)])
+                          _frame("pretrained", [None], -0.2, 0.0)])
     s = stats.compare_all(aware, controls, aware="aware", qf=85, n_boot=300)
     json.dumps(s, allow_nan=False)
     assert (s["n_photos"], s["n_images"], s["n_seeds"]) == (3, 4, 3)  # c1, c2: one source photo
     assert set(s["vs"]) == {"agnostic", "identity", "pretrained"}
     ag = s["vs"]["agnostic"]
-    assert ag["d_psnr"]["mean"] == pytest.approx(0.4) and ag["d_psnr_raw"]["mean"] == pytest.approx(0.1)
+    assert ag["d_psnr"]["mean"] == pytest.approx(0.4) and ag["d_psnr_before"]["mean"] == pytest.approx(0.1)
     assert ag["d_specific"]["mean"] == pytest.approx(0.3)
     assert ag["photos_improved"] == 3 and set(ag["per_photo"]) == {"a", "b", "c"}
     assert s["vs"]["pretrained"]["d_psnr"]["mean"] == pytest.approx(0.6)

@@ -45,7 +45,7 @@ class SynthSet(Dataset):
         if self.augment and torch.rand(()) < 0.5:
             raw = raw.flip(-1)
         srgb = torch.einsum("ij,jhw->ihw", COLOR, raw)
-        return {"raw": raw, "srgb": srgb, "jpeg": (srgb * 8).round() / 8, "stem": f"img{i}"}
+        return {"raw": raw, "srgb": srgb, "coded": (srgb * 8).round() / 8, "stem": f"img{i}"}
 
 
 class Pix(nn.Module):
@@ -138,22 +138,12 @@ def test_loss_decreases_and_dvclive_logs(tmp_path: Path) -> None:
     assert not (live / "dvc.yaml").exists()
 
 
-class FakeClock:
-    """caisp.train's `time`: every perf_counter() call is `tick` seconds after the previous one."""
-
-    def __init__(self, tick: float) -> None:
-        self.now, self.tick = 0.0, tick
-
-    def perf_counter(self) -> float:
-        self.now += self.tick
-        return self.now
-
-
 def test_progress_in_a_log_is_one_plain_line_every_10s(monkeypatch, capsys) -> None:
     """stderr not a terminal (DVC, CI): no carriage-return bar, a line every 10 s and at the end."""
-    import caisp.train
+    import caisp.progress
+    from test_progress import FakeClock
 
-    monkeypatch.setattr(caisp.train, "time", FakeClock(3.0))  # one call per step: 3 s a step
+    monkeypatch.setattr(caisp.progress, "time", FakeClock(3.0))  # one call per step: 3 s a step
     torch.manual_seed(0)
     fit(IspTask(Pix()), SynthSet(8), None, cfg(steps=10, batch_size=2, progress=True))
     err = capsys.readouterr().err
@@ -176,12 +166,12 @@ def test_progress_on_a_terminal_is_the_tqdm_bar(monkeypatch, capsys) -> None:
 def test_cas_task_targets_the_jpeg() -> None:
     torch.manual_seed(0)
     task = CasTask(Pix())
-    batch = {k: torch.stack([SynthSet(2)[i][k] for i in range(2)]) for k in ("raw", "srgb", "jpeg")}
+    batch = {k: torch.stack([SynthSet(2)[i][k] for i in range(2)]) for k in ("raw", "srgb", "coded")}
     loss, logs = task(batch)
     assert set(logs) == {"l_cas"} and loss.requires_grad
     pred, target = task.predict(batch)
-    assert torch.equal(target, batch["jpeg"]) and pred.shape == target.shape
-    with pytest.raises(CaispError, match="jpeg"):
+    assert torch.equal(target, batch["coded"]) and pred.shape == target.shape
+    with pytest.raises(CaispError, match="coded"):
         task({"srgb": batch["srgb"]})
 
 
@@ -563,8 +553,8 @@ def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path: Path) -> Non
 def test_resume_states_of_runs_with_other_params_go_once_a_run_completes(tmp_path, monkeypatch) -> None:
     """A stage rerun with other params starts fresh (its state key differs) and, once it completes,
     removes the states that the interrupted runs with the old params left behind."""
-    from caisp import pipeline
     from caisp.params import Params
+    from caisp.pipeline import fitting
 
     monkeypatch.chdir(tmp_path)
     states = tmp_path / "checkpoints"
@@ -580,8 +570,8 @@ def test_resume_states_of_runs_with_other_params_go_once_a_run_completes(tmp_pat
         return {"step": cfg.steps}
 
     monkeypatch.setattr("caisp.train.fit", fake_fit)
-    pipeline._fit(None, None, None, run="aware-qf90-djs/seed0", steps=3, batch_size=2, lr=1e-3, p=Params(),
-                  identity=["new params"], seed=0)
+    fitting.fit(None, None, None, log_dir=Path("reports/train/aware-qf90-djs/seed0"), steps=3, batch_size=2,
+                lr=1e-3, grad_clip=None, seed=0, p=Params(), fingerprint=["new params"])
     assert seen["state"].parent.resolve() == states.resolve() and seen["state"].name != stale.name
     assert not stale.exists() and other_run.exists()
 
@@ -595,9 +585,9 @@ def test_resume_states_of_runs_with_other_params_go_once_a_run_completes(tmp_pat
     (19, 64, 8, 5, 5),        # set by hand: taken as given
 ])
 def test_crops_per_image_keeps_every_loader_worker_busy(monkeypatch, n_train, batch, workers, crops, expected) -> None:
-    from caisp import pipeline
     from caisp.data import dataset
     from caisp.params import from_dict
+    from caisp.pipeline import fitting, layout
 
     seen = {}
 
@@ -607,9 +597,9 @@ def test_crops_per_image_keeps_every_loader_worker_busy(monkeypatch, n_train, ba
                 seen["repeat"] = repeat
 
     monkeypatch.setattr(dataset, "RawRGBDataset", Fake)
-    monkeypatch.setattr(pipeline, "_split", lambda: {"train": [f"s{i}" for i in range(n_train)], "val": ["v"]})
+    monkeypatch.setattr(layout, "split", lambda: {"train": [f"s{i}" for i in range(n_train)], "val": ["v"]})
     p = from_dict({"train": {"num_workers": workers, "crops_per_image": crops}})
-    pipeline._datasets(p, None, batch, ("raw", "srgb"))
+    fitting.datasets(p, None, batch, ("raw", "srgb"))
     assert seen["repeat"] == expected
     if crops is None and workers:  # the epoch, in global batches, gives each worker two to build
         assert n_train * expected // batch >= 2 * workers

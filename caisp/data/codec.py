@@ -1,16 +1,14 @@
-"""Real codecs through Pillow: the compression whose artifacts CAS-Net learns to simulate.
+"""The encoder: real codecs through Pillow, the compression whose artifacts CAS-Net learns to simulate.
 
 JPEG (libjpeg, the paper's codec), WebP (libwebp), AVIF (libavif), JPEG 2000 (OpenJPEG) and HEIC (HEVC
-intra via x265, from the pillow-heif plugin). Each codec has its own quality scale (`QUALITY`); an
-operating point is a codec at one quality (`Point`). The BPP always comes from the real file bytes.
+intra via x265, from the pillow-heif plugin). What each codec is (its quality scale, extension,
+simulators) is described in `caisp.codecs`. The BPP always comes from the real file bytes.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from caisp import CaispError
+from caisp.codecs import Codec, check_quality, get
 from caisp.io import write_bytes, write_text
 
 if TYPE_CHECKING:
@@ -27,79 +26,10 @@ if TYPE_CHECKING:
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
-@dataclass(frozen=True)
-class CodecSpec:
-    format: str            # Pillow's format name
-    ext: str               # file extension of the encoded files
-    quality: tuple[int, int]  # valid range of `quality`, inclusive
-    scale: str             # what `quality` means
-    feature: str | None    # PIL.features name that must be present (None: a plugin module)
-
-
-CODECS: dict[str, CodecSpec] = {
-    "jpeg": CodecSpec("JPEG", ".jpg", (1, 100), "IJG quality factor (libjpeg's scaled tables)", "jpg"),
-    "webp": CodecSpec("WEBP", ".webp", (1, 100), "libwebp lossy quality", "webp"),
-    "avif": CodecSpec("AVIF", ".avif", (1, 100), "libavif quality (AV1 intra, 100 = lossless)", "avif"),
-    "jpeg2000": CodecSpec("JPEG2000", ".jp2", (20, 80),
-                          "OpenJPEG fixed-quality layer: target PSNR in dB (irreversible 9/7 wavelet)", "jpg_2000"),
-    "heic": CodecSpec("HEIF", ".heic", (1, 100), "x265 quality through libheif (HEVC intra)", None),
-}
-
-
-def check_codec(codec: str, key: str = "codec") -> CodecSpec:
-    if codec not in CODECS:
-        raise CaispError(f"{key}: unknown codec {codec!r} (known: {', '.join(CODECS)})")
-    return CODECS[codec]
-
-
-def check_quality(codec: str, quality: Any, key: str | None = None) -> int:
-    """The quality as an int within `codec`'s range; the error names `key` (a parameter) if given."""
-    lo, hi = check_codec(codec).quality
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not lo <= quality <= hi:
-        where = f"{key}: " if key else ""
-        name = "JPEG quality factor" if codec == "jpeg" else f"{codec} quality"
-        raise CaispError(f"{where}{name} must be an integer in {lo}..{hi} ({CODECS[codec].scale}), got {quality!r}")
-    return int(quality)
-
-
-def check_qf(qf: int) -> int:
-    return check_quality("jpeg", qf)
-
-
 def check_subsampling(subsampling: str) -> int:
     if subsampling not in SUBSAMPLING:
         raise CaispError(f"JPEG subsampling must be one of {', '.join(SUBSAMPLING)}, got {subsampling!r}")
     return SUBSAMPLING[subsampling]
-
-
-@dataclass(frozen=True, order=True)
-class Point:
-    """An operating point: `codec` at `quality` (on that codec's own scale)."""
-    codec: str
-    quality: int
-
-    @property
-    def name(self) -> str:
-        """File and stage name: `qf80` for JPEG (the paper's codec, names kept from before the codec
-        axis so that `dvc metrics diff` still pairs them), `webp-80` for the others."""
-        return f"qf{self.quality}" if self.codec == "jpeg" else f"{self.codec}-{self.quality}"
-
-    @property
-    def label(self) -> str:
-        return f"QF {self.quality}" if self.codec == "jpeg" else f"{DISPLAY[self.codec]} {self.quality}"
-
-    @classmethod
-    def parse(cls, text: str, key: str = "codec_points") -> "Point":
-        """'webp-80' (or 'jpeg-90', 'qf90') -> Point; errors name `key`."""
-        m = re.fullmatch(r"(?:qf(\d+))|([a-z0-9]+)-(\d+)", str(text).strip())
-        if not m:
-            raise CaispError(f"{key}: {text!r} is not an operating point <codec>-<quality>, e.g. webp-80")
-        codec, q = ("jpeg", m.group(1)) if m.group(1) else (m.group(2), m.group(3))
-        check_codec(codec, key)
-        return cls(codec, check_quality(codec, int(q), key))
-
-
-DISPLAY = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jpeg2000": "JPEG 2000", "heic": "HEIC"}
 
 
 def _heif_plugin() -> None:
@@ -111,9 +41,9 @@ def _heif_plugin() -> None:
     pillow_heif.register_heif_opener()
 
 
-def require(codec: str) -> CodecSpec:
-    """The codec's spec, after checking that this Pillow can encode and decode it."""
-    spec = check_codec(codec)
+def require(codec: str) -> Codec:
+    """The codec's description, after checking that this Pillow can encode and decode it."""
+    spec = get(codec)
     if spec.feature is None:
         _heif_plugin()
     else:
@@ -155,7 +85,7 @@ def encode(img: np.ndarray, codec: str, quality: int, **settings: Any) -> bytes:
         raise CaispError(f"encode wants an HxWx3 uint8 image, got {img.dtype} {img.shape}")
     kw = _save_kwargs(codec, quality, settings)
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format=spec.format, **kw)
+    Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format=spec.pillow_format, **kw)
     return buf.getvalue()
 
 
@@ -164,8 +94,8 @@ def decode(data: bytes, codec: str) -> np.ndarray:
     spec = require(codec)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.format != spec.format:
-                raise CaispError(f"decode: data is {im.format}, not {spec.format}")
+            if im.format != spec.pillow_format:
+                raise CaispError(f"decode: data is {im.format}, not {spec.pillow_format}")
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "corrupt"
         raise CaispError(f"decode {codec}: cannot decode ({exc})") from None
@@ -191,7 +121,7 @@ def encode_jpeg(img: np.ndarray, qf: int, subsampling: str = "4:2:0") -> bytes:
     Pillow's `quality` scales the IJG (libjpeg) example tables, as the paper's QF does; no `optimize`
     (Huffman optimisation) and no progressive mode, so sizes are the plain baseline ones and stable.
     """
-    check_qf(qf), check_subsampling(subsampling)
+    check_subsampling(subsampling)
     return encode(img, "jpeg", qf, subsampling=subsampling)
 
 
@@ -238,22 +168,17 @@ def _target_stems(rendered_dir: Path) -> list[str]:
     return sorted(p.stem for p in (rendered_dir / "targets").glob("*.npy"))
 
 
-def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qf: int,
-               subsampling: str = "4:2:0", workers: int = 1, codec: str = "jpeg",
-               settings: dict | None = None) -> "pd.DataFrame":
-    """Encode every rendered target with `codec` at quality `qf` (on the codec's scale) into
-    `out_dir/<stem><ext>` (+ its decoded `<stem>.npy`) and write `out_dir/bpp.csv`. `subsampling` is
-    JPEG's; the other codecs take theirs from `settings`."""
+def encode_all(rendered_dir: str | os.PathLike, out_dir: str | os.PathLike, *, codec: str, quality: int,
+               settings: dict | None = None, workers: int = 1) -> "pd.DataFrame":
+    """Encode every rendered target with `codec` at `quality` (on the codec's scale) with its encoder
+    `settings` into `out_dir/<stem><ext>` (+ its decoded `<stem>.npy`) and write `out_dir/bpp.csv`."""
     # Heavy imports (pandas; torch via metrics) stay here: spawned workers only import this module.
     import pandas as pd
 
     from caisp.metrics import bpp
 
-    qf = check_quality(codec, qf)
+    qf = check_quality(codec, quality)
     spec = require(codec)
-    if codec == "jpeg":
-        check_subsampling(subsampling)
-        settings = {"subsampling": subsampling, **(settings or {})}
     settings = dict(settings or {})
     _save_kwargs(codec, qf, settings)  # unknown settings fail here, before any work
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:

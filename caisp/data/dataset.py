@@ -1,7 +1,7 @@
-"""Training pairs: bilinear-demosaiced raw -> sRGB target (-> its real JPEG), as (3, h, w) tensors.
+"""Training pairs: bilinear-demosaiced raw -> sRGB target (-> its real codec's output), as (3, h, w) tensors.
 
 Crops start on multiples of 16, so they keep the Bayer phase and the 8x8 / 16x16 JPEG block grid:
-the block artifacts of `jpeg` stay where the encoder put them. Patch sides are multiples of 16, so
+the block artifacts of `coded` stay where the encoder put them. Patch sides are multiples of 16, so
 flips and 90-degree rotations map that grid onto itself.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _raw_window(img: RenderedImage, y0: int, x0: int, h: int, w: int, input_norm
     return raw
 
 
-KEYS = ("raw", "srgb", "jpeg")
+KEYS = ("raw", "srgb", "coded")
 
 
 def to_float(img: Tensor) -> Tensor:
@@ -87,10 +87,10 @@ def to_float(img: Tensor) -> Tensor:
 
 
 class RawRGBDataset(Dataset):
-    """Items `{"raw", "srgb", ["jpeg"], "stem"}`; images float32 (3, h, w) in [0, 1].
+    """Items `{"raw", "srgb", ["coded"], "stem"}`; images float32 (3, h, w) in [0, 1].
 
     `keys` limits an item to the images a task reads (`caisp.losses`: CAS-Net training never needs
-    the demosaic, half of a crop's work). `uint8=True` leaves `srgb` and `jpeg` as uint8 (3, h, w),
+    the demosaic, half of a crop's work). `uint8=True` leaves `srgb` and `coded` as uint8 (3, h, w),
     a quarter of the bytes through the loader's shared memory and the copy to the GPU; the training
     loop turns them into floats on the device (`caisp.train`), with the same division as here.
 
@@ -112,7 +112,7 @@ class RawRGBDataset(Dataset):
         rendered_dir: str | os.PathLike,
         stems: Iterable[str],
         *,
-        jpeg_dir: str | os.PathLike | None = None,
+        coded_dir: str | os.PathLike | None = None,
         patch: int | None = None,
         train: bool = True,
         input_norm: str = "camera",
@@ -128,19 +128,19 @@ class RawRGBDataset(Dataset):
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise CaispError(f"repeat must be a positive integer, got {repeat!r}")
         self.rendered_dir = Path(rendered_dir)
-        self.jpeg_dir = None if jpeg_dir is None else Path(jpeg_dir)
+        self.coded_dir = None if coded_dir is None else Path(coded_dir)
         self.stems = list(stems)
         self.patch, self.train, self.input_norm = patch, train, input_norm
         self.repeat = repeat
-        self.keys = tuple(keys) if keys is not None else KEYS[:2] + (("jpeg",) if jpeg_dir is not None else ())
+        self.keys = tuple(keys) if keys is not None else KEYS[:2] + (("coded",) if coded_dir is not None else ())
         unknown = sorted(set(self.keys) - set(KEYS))
         if unknown:
             raise CaispError(f"unknown dataset key(s) {unknown} (known: {', '.join(KEYS)})")
-        if "jpeg" in self.keys and jpeg_dir is None:
-            raise CaispError("dataset key 'jpeg' needs a jpeg_dir (the encoded images of a codec point)")
+        if "coded" in self.keys and coded_dir is None:
+            raise CaispError("dataset key 'coded' needs a coded_dir (the decoded files of an operating point)")
         self.uint8 = bool(uint8)
         # Paths and metadata only (a few hundred bytes an image): pixels are read per item.
-        self.images = [RenderedImage(self.rendered_dir, stem, self.jpeg_dir) for stem in self.stems]
+        self.images = [RenderedImage(self.rendered_dir, stem, self.coded_dir) for stem in self.stems]
 
     def __len__(self) -> int:
         return len(self.stems) * self.repeat
@@ -176,7 +176,7 @@ class RawRGBDataset(Dataset):
         out: dict[str, Tensor | str] = {}
         if "raw" in self.keys:
             out["raw"] = _raw_window(img, y0, x0, h, w, self.input_norm, aug).contiguous()
-        for key, read in (("srgb", img.target), ("jpeg", img.jpeg)):
+        for key, read in (("srgb", img.target), ("coded", img.coded)):
             if key in self.keys:  # flipped as 8-bit HWC, a quarter of the bytes of float32 CHW
                 chw = torch.from_numpy(np.ascontiguousarray(_augment(read(y0, x0, h, w), aug).transpose(2, 0, 1)))
                 out[key] = chw if self.uint8 else to_float(chw)

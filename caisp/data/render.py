@@ -18,6 +18,7 @@ from caisp import CaispError
 from caisp.data.raw import RawError, open_raw, raw_image_from
 from caisp.data import store
 from caisp.io import write_json
+from caisp.progress import Progress
 
 # Forced by the pipeline: targets stay in sensor orientation (see DESIGN.md).
 _FIXED = {"user_flip": 0}
@@ -172,18 +173,17 @@ def render_all(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             results = pool.map(_render_task, files, [out_dir] * len(files), [settings] * len(files))
         else:
             results = (_render_task(p, out_dir, settings) for p in files)
-        if progress:
-            from tqdm import tqdm
-
-            results = tqdm(results, total=len(files), desc="render", unit="img", file=sys.stderr)
-        for path, (status, value) in zip(files, results):  # map keeps file order: deterministic
-            if status == "ok":
-                images.append({**value, "source": (sources or {}).get(path.name, value["source"])})
-                continue
-            if on_error == "fail":
-                raise RawError(path, value)
-            print(f"skipped {path.name}: {value}", flush=True)
-            skipped.append({"file": path.name, "reason": value})
+        with Progress(len(files), "render: {n}/{total} images, {rate:.1f} images/s", desc="render",
+                      unit="img", enabled=progress) as bar:
+            for path, (status, value) in zip(files, results):  # map keeps file order: deterministic
+                if status == "ok":
+                    images.append({**value, "source": (sources or {}).get(path.name, value["source"])})
+                elif on_error == "fail":
+                    raise RawError(path, value)
+                else:
+                    bar.write(f"skipped {path.name}: {value}", file=sys.stdout)
+                    skipped.append({"file": path.name, "reason": value})
+                bar.update()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

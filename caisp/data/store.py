@@ -1,13 +1,13 @@
 """The rendered data set on disk, in a form that a training crop reads in O(crop), not O(image).
 
-Layout under `data/rendered` (written by the render stage) and `data/jpeg/qf<QF>`, or for another
-codec `data/codecs/<codec>-<quality>` (encode stages):
+Layout under `data/rendered` (written by the render stage) and `data/codecs/<point>` (`qf80` for
+JPEG at QF 80, `webp-80` for another codec; the encode stages):
 
     mosaics/<stem>.npy   uint16 (H, W): the raw sensor values as LibRaw unpacked them, H and W even
     meta/<stem>.json     cfa, black (2x2, per CFA site), white, wb, daylight_wb, rgb_cam, flip, camera
     targets/<stem>.npy   uint8 (H, W, 3): LibRaw's sRGB rendering, y
-    qf<QF>/<stem>.jpg    the real JPEG c(y) (its bytes give the BPP); .webp, .avif, .jp2, .heic likewise
-    qf<QF>/<stem>.npy    uint8 (H, W, 3): that file decoded once, so crops never decode a whole file
+    <point>/<stem>.jpg   the real codec's file c(y) (its bytes give the BPP); .webp, .avif, .jp2, .heic likewise
+    <point>/<stem>.npy   uint8 (H, W, 3): that file decoded once, so crops never decode a whole file
 
 Plain `.npy` files are memory-mapped per read and the mapping dropped at once: the pages stay in the
 OS page cache, shared by every DataLoader worker, and no process's RSS grows with the data set.
@@ -96,13 +96,13 @@ def normalise_raw(data: np.ndarray, black: np.ndarray, white: float) -> np.ndarr
 class RenderedImage:
     """Paths and metadata of one rendered image; pixel windows are read on demand."""
 
-    def __init__(self, rendered_dir: str | os.PathLike, stem: str, jpeg_dir: str | os.PathLike | None = None):
+    def __init__(self, rendered_dir: str | os.PathLike, stem: str, coded_dir: str | os.PathLike | None = None):
         root = Path(rendered_dir)
         self.stem = stem
         self.mosaic_path = root / "mosaics" / f"{stem}.npy"
         self.meta_path = root / "meta" / f"{stem}.json"
         self.target_path = root / "targets" / f"{stem}.npy"
-        self.jpeg_path = None if jpeg_dir is None else Path(jpeg_dir) / f"{stem}.npy"
+        self.coded_path = None if coded_dir is None else Path(coded_dir) / f"{stem}.npy"
         for path in self.paths():
             if not path.is_file():
                 raise CaispError(f"{path}: missing (image {stem!r})")
@@ -110,7 +110,7 @@ class RenderedImage:
         self._shape: tuple[int, int] | None = None
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.mosaic_path, self.meta_path, self.target_path, self.jpeg_path) if p is not None]
+        return [p for p in (self.mosaic_path, self.meta_path, self.target_path, self.coded_path) if p is not None]
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -120,12 +120,12 @@ class RenderedImage:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(H, W), checked once against the target's and the JPEG's."""
+        """(H, W), checked once against the target's and the coded image's."""
         if self._shape is None:
             shape = open_array(self.mosaic_path).shape
             if len(shape) != 2 or shape[0] % 2 or shape[1] % 2:
                 raise CaispError(f"{self.mosaic_path}: mosaic must be 2-D with even sides, got shape {shape}")
-            for name, path in (("target", self.target_path), ("jpeg", self.jpeg_path)):
+            for name, path in (("target", self.target_path), ("coded", self.coded_path)):
                 if path is None:
                     continue
                 other = open_array(path).shape
@@ -144,5 +144,5 @@ class RenderedImage:
     def target(self, y0: int = 0, x0: int = 0, h: int | None = None, w: int | None = None) -> np.ndarray:
         return read_window(self.target_path, y0, x0, h, w)
 
-    def jpeg(self, y0: int = 0, x0: int = 0, h: int | None = None, w: int | None = None) -> np.ndarray | None:
-        return None if self.jpeg_path is None else read_window(self.jpeg_path, y0, x0, h, w)
+    def coded(self, y0: int = 0, x0: int = 0, h: int | None = None, w: int | None = None) -> np.ndarray | None:
+        return None if self.coded_path is None else read_window(self.coded_path, y0, x0, h, w)

@@ -1,0 +1,90 @@
+"""Stages `pretrain_isp`, `finetune` and `finetune_control`: ISP-Net f trained with L_isp (the
+compression-agnostic ISP), then fine-tuned once per seed with L_total and a frozen (or unfrozen) CAS g,
+or as one of the two controls."""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from caisp import CaispError, io
+from caisp.codecs import Point
+from caisp.params import Params, to_dict
+from caisp.pipeline import layout
+from caisp.pipeline.fitting import datasets, fit
+from caisp.pipeline.layout import Run
+
+
+def _isp_config(p: Params, **extra) -> dict:
+    cfas = Counter(im["cfa"] for im in layout.manifest()["images"])
+    return {"type": "isp_net", "kwargs": {"base_width": p.model.base_width, "tone_prior": p.model.tone_prior},
+            "role": "isp",
+            "input_norm": p.model.input_norm, "cfa": cfas.most_common(1)[0][0],
+            "subsampling": p.encode.subsampling, **extra}
+
+
+def run_pretrain_isp(p: Params) -> dict:
+    """ISP-Net f trained with L_isp only: the compression-agnostic ISP."""
+    from caisp import models
+    from caisp.checkpoint import save_model
+    from caisp.losses import IspTask
+
+    config = _isp_config(p, qf=None, cas=None, stage="pretrain")
+    torch.manual_seed(p.seed)
+    isp = models.build("isp_net", **config["kwargs"])
+    i = p.isp
+    task = IspTask(isp)
+    train, val = datasets(p, None, i.batch_size, task.batch_keys())
+    run = Run(layout.PRETRAINED)
+    result = fit(task, train, val, log_dir=layout.train_log(run), steps=i.steps, batch_size=i.batch_size, lr=i.lr,
+                 grad_clip=p.train.grad_clip, seed=p.seed, p=p, fingerprint=[config, to_dict(i), to_dict(p.train)])
+    save_model(layout.isp_path(run), isp, config)
+    io.write_json(layout.REPORTS / "isp" / "pretrain.json", result)
+    return result
+
+
+def _finetune(p: Params, run: Run, cas_name: str, lambda_comp: float, frozen: bool, make_cas) -> dict:
+    """Fine-tune the pretrained ISP once per seed of `p.seeds` with g = make_cas() (None: no L_comp).
+    Seed s of every run sees the same crops in the same order, so that runs pair by seed."""
+    from caisp.checkpoint import load_model, save_model
+    from caisp.losses import CompressionAwareTask
+
+    f = p.finetune
+    # L_comp compares g(f(x)) with g(y): no real codec needed
+    train, val = datasets(p, None, f.batch_size, CompressionAwareTask.batch_keys())
+    point = {"qf": run.point.quality, **run.point.spec.checkpoint_fields} if run.point else {"qf": None}
+    results = {}
+    for seed in p.seeds:
+        isp, base_config = load_model(layout.isp_path(Run(layout.PRETRAINED)))
+        cas = make_cas()
+        config = {**base_config, **point, "cas": cas_name, "cas_frozen": frozen, "stage": "finetune",
+                  "kind": run.kind, "seed": seed, "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
+        task = CompressionAwareTask(isp.train(), cas, lambda_isp=p.lambda_isp, lambda_comp=lambda_comp,
+                                    freeze_cas=frozen)
+        results[seed] = fit(task, train, val, log_dir=layout.train_log(run, seed), steps=f.steps,
+                            batch_size=f.batch_size, lr=p.isp.lr * f.lr_scale, grad_clip=f.grad_clip, seed=seed,
+                            p=p, fingerprint=[config, to_dict(f), to_dict(p.train), p.isp.lr])
+        save_model(layout.isp_path(run, seed), isp, config)
+    return results
+
+
+def run_finetune(p: Params, point: Point, variant: str, frozen: bool = True) -> dict:
+    """Compression-aware fine-tuning with L_total and the CAS of (point, variant), frozen unless not `frozen`."""
+    from caisp.checkpoint import load_model
+
+    run = Run("aware" if frozen else "aware-unfrozen", point, variant)
+    return _finetune(p, run, variant, p.lambda_comp, frozen, lambda: load_model(layout.cas_path(point, variant))[0])
+
+
+def run_finetune_control(p: Params, control: str) -> dict:
+    """A control, with the aware runs' seeds, steps and learning rate:
+
+    - "agnostic": lambda_isp * L_isp alone (lambda_comp = 0), the fair control;
+    - "identity": g = identity, so L_comp = |f(x) - y| with the aware run's weights and loss scale."""
+    from torch import nn
+
+    if control not in layout.CONTROLS:
+        raise CaispError(f"unknown control {control!r} (known: {', '.join(layout.CONTROLS)})")
+    if control == "agnostic":
+        return _finetune(p, Run(control), control, 0.0, True, lambda: None)
+    return _finetune(p, Run(control), control, p.lambda_comp, True, nn.Identity)

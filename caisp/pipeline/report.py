@@ -1,0 +1,131 @@
+"""Stage `report`: reports/report.md, the paper's Tables 1-3 and Figures 4-5 re-made from this run,
+and the README's measured headline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from caisp import io
+from caisp.codecs import JPEG, Point
+from caisp.params import Params
+from caisp.pipeline import layout
+from caisp.pipeline.evaluation import at_codec, read_rows, test_set
+from caisp.pipeline.layout import Run
+
+
+def _read_summaries(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/summary.json"))}
+
+
+def _figure4_examples(p: Params, point: Point, variant: str, n: int = 2) -> list[dict]:
+    """Run the fine-tuned control and the aware ISP (first seed each) on the first test photos."""
+    from caisp.checkpoint import load_model
+    from caisp.evaluate import isp_outputs, make_example
+    from caisp.device import resolve_device, set_determinism
+
+    # On the training device: the FiveK rehearsal's report ran these 12 MP photos on the CPU for minutes.
+    set_determinism(p.train.threads, p.train.deterministic)
+    device = resolve_device(p.train.device)
+    test = test_set(p, layout.split()["test"][:n])
+    seed = p.seeds[0]
+    outs = {}
+    for label, run in (("agnostic", Run("agnostic")), ("aware", Run("aware", point, variant))):
+        net = load_model(layout.isp_path(run, seed))[0]
+        outs[label] = list(isp_outputs(net, test, device=device, tile=p.evaluate.tile, overlap=p.evaluate.overlap))
+    return [make_example(f"{stem} ({point.label}, CAS {variant})", gt, pred_ag, aware[1], point=point,
+                         settings=p.codec_settings(point.codec), crop=128)
+            for (stem, pred_ag, gt), aware in zip(outs["agnostic"], outs["aware"])]
+
+
+def _rd_curves(p: Params, point: Point):
+    """Figure 5's curves at `point`: mean (BPP, PSNR(c(f(x)), y)) over photos and seeds per model, over
+    the sweep of its codec, for the controls and the frozen aware ISPs trained at `point`."""
+    import pandas as pd
+
+    from caisp.stats import rd_points
+
+    frames = [read_rows(layout.CONTROLS_EVAL / "per_image.csv")]
+    for v in p.variants(point):
+        df = read_rows(layout.eval_dir(Run("aware", point, v)) / "per_image.csv")
+        frames.append(df.assign(model=f"aware ({v})"))
+    return rd_points(at_codec(pd.concat(frames, ignore_index=True), point.codec))
+
+
+def _setup_text(p: Params) -> str:
+    split = layout.split()
+    src = split.get("sources", {})
+    return (f"Data: {len(split['train'])} training, {len(split['val'])} validation and {len(split['test'])} test "
+            f"images from {len(src.get('train', []))}/{len(src.get('val', []))}/{len(src.get('test', []))} "
+            f"source photos; test photos: {', '.join(src.get('test', split['test']))}. Fine-tuning seeds: "
+            f"{', '.join(map(str, p.seeds))}; ISP input: {p.model.input_norm}; "
+            f"source: {p.data.source}.")
+
+
+HEADLINE_START, HEADLINE_END = "<!-- headline:start (written by dvc repro) -->", "<!-- headline:end -->"
+
+
+def _update_readme_headline(text: str, readme: Path = Path("README.md")) -> None:
+    """The README's measured headline comes from this run, between its markers (never typed in)."""
+    if not readme.is_file():
+        return
+    body = readme.read_text()
+    if HEADLINE_START not in body or HEADLINE_END not in body:
+        return
+    head, rest = body.split(HEADLINE_START, 1)
+    _, tail = rest.split(HEADLINE_END, 1)
+    new = f"{head}{HEADLINE_START}\n{text}\n{HEADLINE_END}{tail}"
+    if new != body:
+        io.write_text(readme, new)
+
+
+def _curves(point: Point, variant: str) -> dict:
+    """Validation PSNR curves: the pretrained ISP, JPEG's simulators, and seed 0 of the aware ISP of
+    (point, variant) (Figure 5's)."""
+    import pandas as pd
+
+    curves = {}
+    root = layout.REPORTS / "train"
+    for tsv in sorted(root.glob("**/plots/metrics/val/psnr.tsv")):
+        name, *seed = tsv.parents[3].relative_to(root).parts
+        run = layout.parse_run_name(name)
+        if (run.kind == layout.PRETRAINED or (run.kind == layout.CAS and run.point.codec == JPEG.name)
+                or (run.kind in layout.AWARE_KINDS and (run.point, run.variant) == (point, variant)
+                    and seed == ["seed0"])):
+            curves[f"{tsv.parents[3].relative_to(root).as_posix()}: val PSNR"] = (
+                pd.read_csv(tsv, sep="\t").rename(columns={"psnr": "value"}))
+    return curves
+
+
+def run_report(p: Params) -> Path:
+    """reports/report.md: the paper's Tables 1-3 and Figures 4-5 re-made from this run, with the
+    operating point, every control, seeds and intervals, a section per other codec and the cross-codec
+    table; the README's headline block."""
+    import pandas as pd
+
+    from caisp.report import headline, write_report
+
+    point = Point(JPEG.name, max(p.qfs))  # the paper's Figure 5 shows the ISPs trained at QF 90
+    variant = "unet" if "unet" in p.cas.variants else p.cas.variants[0]
+    rd = _rd_curves(p, point)
+    io.write_text(layout.REPORTS / "rd_curves.csv", rd.to_csv(index=False))
+    codec_rd = {}
+    for codec in dict.fromkeys(pt.codec for pt in p.points if pt.codec != JPEG.name):
+        top = max(q.quality for q in p.points if q.codec == codec)  # its highest training quality
+        codec_rd[codec] = _rd_curves(p, Point(codec, top))
+    ablation_csv = layout.REPORTS / "ablation.csv"
+    ablation = pd.read_csv(ablation_csv) if ablation_csv.exists() else None
+    if ablation is not None and ablation.empty:
+        ablation = None
+    # Only this run's configurations: an earlier experiment's folders (another codec, a variant since
+    # dropped) stay on disk when their stages leave dvc.yaml's matrices.
+    runs = layout.aware_runs(p)
+    summaries = {k: v for k, v in _read_summaries(layout.REPORTS / "eval").items() if k in {r.name for r in runs}}
+    cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items()
+                  if k in {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}}
+    head = headline(summaries, cas_tables=cas_tables)
+    setup = _setup_text(p)
+    path = write_report(layout.REPORTS, cas_tables=cas_tables, isp_summaries=summaries, headline_text=head,
+                        ablation=ablation, rd=rd, curves=_curves(point, variant),
+                        examples=_figure4_examples(p, point, variant), setup=setup, codec_rd=codec_rd)
+    _update_readme_headline(head + "\n\n" + setup)
+    return path
