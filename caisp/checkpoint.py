@@ -96,6 +96,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """Read a caisp checkpoint: `(state_dict, config)`, tensors on CPU. Raises CaispError naming
     the file and the reason when it is missing, not a PyTorch file, unsafe, or not ours."""
     path = Path(path)
+    if path.is_dir():
+        seeds = sorted(p.name for p in path.glob("*.pt"))[:3]
+        hint = f" (it holds {', '.join(seeds)}{', ...' if len(seeds) == 3 else ''})" if seeds else ""
+        raise CaispError(f"{path}: a folder, not a checkpoint file; name one .pt file in it{hint}")
     if not path.is_file():
         raise CaispError(f"{path}: no such checkpoint file")
     try:
@@ -125,6 +129,18 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return state, config
 
 
+def _check_shapes(path: Path, kind: str, kwargs: dict, probe: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want == got:
+        return
+    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    differ = [k for k in want if k in got and want[k] != got[k]]
+    why = (f"{differ[0]} is {got[differ[0]]} in the file, {want[differ[0]]} for the config" if differ else
+           f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
+    raise CaispError(f"{path}: weights do not fit model {kind!r} {kwargs} ({why}); refused before building it")
+
+
 def load_model(path: str | os.PathLike,
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network a checkpoint describes, load its weights (strict), eval mode."""
@@ -137,9 +153,22 @@ def load_model(path: str | os.PathLike,
     if not isinstance(kwargs, dict):
         raise CaispError(f"{path}: checkpoint config 'kwargs' is not a dict")
     try:
+        # First without memory (the meta device has shapes, no storage): a config is only text, and
+        # one whose shapes disagree with the weights (a base_width of 2000 in a 1.5 KB file) must not
+        # build a network of gigabytes before it fails.
+        try:
+            with torch.device("meta"):
+                probe = build(config["type"], **kwargs)
+        except (CaispError, TypeError):
+            raise
+        except Exception:  # noqa: BLE001 - a constructor that computes with its tensors: load_state_dict checks
+            probe = None
+        if probe is not None:
+            _check_shapes(path, config["type"], kwargs, probe, state)
+            del probe
         net = build(config["type"], **kwargs)
     except CaispError as e:
-        raise CaispError(f"{path}: {e}") from e
+        raise CaispError(f"{path}: {e}" if not str(e).startswith(str(path)) else str(e)) from e
     except TypeError as e:
         raise CaispError(f"{path}: cannot build model {config['type']!r} with {kwargs}: {e}") from e
     try:

@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except CaispError as e:
         print(f"caisp: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so nothing half-written remains
+        print(f"caisp {args.command}: interrupted; files already written are complete, none is half-written",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -102,6 +102,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Tiles of 768 pixels cover a 12 MP frame in 4 x 6 tiles, 17 % more pixels than the frame with a
+# 64-pixel overlap (512-pixel tiles: 7 x 10, 52 % more): 14 % less work a pass. The statistics pass
+# runs every tile by default: stopping it early where the attention weights seem settled saves time
+# on the pipeline's models but costs up to 1.3/255 on a net whose attention swings
+# (benchmarks/results/develop.md, stats_sample.md), so it is a choice (--stats-tol), not the default.
+DEFAULT_TILE, DEFAULT_OVERLAP = 768, 64
+DEFAULT_STATS_TOL: float | None = None
+
+
 def _demosaic_in_strips(mosaic: torch.Tensor, cfa: str, strip: int = 256) -> torch.Tensor:
     """Bilinear demosaic of a full frame in even-aligned row strips with a 2-row halo: exactly the
     whole-frame result (the kernels reach one row), without the whole-frame temporaries (~2 GiB at
@@ -119,24 +128,20 @@ def _demosaic_in_strips(mosaic: torch.Tensor, cfa: str, strip: int = 256) -> tor
     return out
 
 
-def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 512, overlap: int = 64,
-                device: str | torch.device = "cpu") -> np.ndarray:
-    """Develop one raw file: float32 (H, W, 3) sRGB in [0, 1], oriented as the camera intended."""
+def _network_input(path: str | Path, config: dict):
+    """(the network's input (1, 3, h', w') for the raw at `path`, the RawImage, the (dy, dx) rows and
+    columns `to_pattern` cropped to reach the model's CFA phase)."""
     from caisp.data.bayer import apply_colour_matrix, check_input_norm, normalise_mosaic, to_pattern
     from caisp.data.raw import read_raw
-    from caisp.tiling import run_tiled, validate_tile
 
-    validate_tile(tile, overlap)  # fail before the (slow) raw decode
     try:
         input_norm = check_input_norm(config.get("input_norm", "wb"))
     except CaispError as e:
         raise CaispError(f"model config: {e}") from None
-    device = torch.device(device)
     with _libraw_quiet():
         raw = read_raw(path)
-    h, w = raw.mosaic.shape
     cfa = str(config.get("cfa", "RGGB")).upper()
-    mosaic, (dy, dx) = to_pattern(raw.mosaic, raw.cfa, cfa)
+    mosaic, shift = to_pattern(raw.mosaic, raw.cfa, cfa)
     mosaic = torch.as_tensor(np.ascontiguousarray(mosaic), dtype=torch.float32)
     if input_norm != "none":
         mosaic = normalise_mosaic(mosaic, cfa, choose_wb(raw), input_norm)
@@ -144,6 +149,26 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 5
     del mosaic
     if input_norm == "camera":
         rgb = apply_colour_matrix(rgb, camera_rgb_matrix(raw))
+    return rgb, raw, shift
+
+
+def network_input(path: str | Path, config: dict) -> torch.Tensor:
+    """What the ISP-Net of `config` sees for the raw at `path`: (1, 3, h, w) float32."""
+    return _network_input(path, config)[0]
+
+
+def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = DEFAULT_TILE,
+                overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "cpu",
+                stats_tol: float | None = DEFAULT_STATS_TOL) -> np.ndarray:
+    """Develop one raw file: float32 (H, W, 3) sRGB in [0, 1], oriented as the camera intended.
+    `stats_tol`: the statistics pass stops once the attention weights have settled to it (None: every
+    tile; caisp.tiling.run_tiled)."""
+    from caisp.tiling import run_tiled, validate_tile
+
+    validate_tile(tile, overlap)  # fail before the (slow) raw decode
+    device = torch.device(device)
+    rgb, raw, (dy, dx) = _network_input(path, config)
+    h, w = raw.mosaic.shape
 
     # channels_last: oneDNN's fastest CPU convolution layout (about 1.7x over NCHW here), and good
     # for tensor cores on CUDA.
@@ -152,15 +177,18 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 5
     def fn(x: torch.Tensor) -> torch.Tensor:
         return net(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
 
-    out = run_tiled(fn, rgb, tile, overlap, out_channels=3, model=net)
+    out = run_tiled(fn, rgb, tile, overlap, out_channels=3, model=net, stats_tol=stats_tol)
     if not bool(torch.isfinite(out).all()):  # NaN would be written as a black picture
         raise CaispError(f"{path}: the model's output holds non-finite values (NaN or inf); "
                          "the checkpoint does not work on this input")
     out = out.clamp_(0.0, 1.0)
     del rgb
-    # to_pattern cropped rows/columns to shift the CFA phase: put them back by replication.
+    # to_pattern cropped rows/columns to shift the CFA phase, and an odd-sized sensor loses its last
+    # row/column to the 2x2 CFA cells (read_raw): put them back by replication, so the picture has
+    # the sensor's full visible size.
     hh, ww = out.shape[-2:]
-    pads = (dx, w - ww - dx, dy, h - hh - dy)
+    full_h, full_w = raw.visible_shape or (h, w)
+    pads = (dx, full_w - ww - dx, dy, full_h - hh - dy)
     if any(pads):
         out = F.pad(out, pads, mode="replicate")
     img = out[0].permute(1, 2, 0).numpy()
@@ -168,22 +196,28 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = 5
 
 
 def save_output(img: np.ndarray, out_path: str | Path, fmt: str = "jpeg", qf: int = 90,
-                subsampling: str = "4:2:0") -> Path:
-    """Write float [0, 1] (H, W, 3) as a JPEG at `qf` or a 16-bit PNG, atomically."""
-    from caisp.io import write_bytes, write_png
+                subsampling: str = "4:2:0", overwrite: bool = True) -> Path:
+    """Write float [0, 1] (H, W, 3) as a JPEG at `qf` or a 16-bit PNG, atomically. Without `overwrite`
+    an existing file is never replaced, also when another process creates it meanwhile: the final
+    move itself refuses (caisp.io.atomic_path(replace=False))."""
+    from caisp.io import reap_temporaries, write_bytes, write_png
 
     out_path = Path(out_path)
     img = np.clip(img, 0.0, 1.0)
+    reap_temporaries(out_path)  # what a develop killed mid-write left beside this name
     try:
         if fmt == "jpeg":
             from caisp.data.codec import encode_jpeg
 
             u8 = np.rint(img * 255.0).astype(np.uint8)
-            write_bytes(out_path, encode_jpeg(u8, int(qf), subsampling))
+            write_bytes(out_path, encode_jpeg(u8, int(qf), subsampling), replace=overwrite)
         elif fmt == "png16":
-            write_png(out_path, np.rint(img * 65535.0).astype(np.uint16))
+            write_png(out_path, np.rint(img * 65535.0).astype(np.uint16), replace=overwrite)
         else:
             raise CaispError(f"unknown output format {fmt!r}; use jpeg or png16")
+    except FileExistsError:
+        raise CaispError(f"{out_path} already exists (written meanwhile by another process); "
+                         "pass --overwrite to replace it") from None
     except OSError as e:  # name the output, not the temporary file beside it that failed
         raise CaispError(f"{out_path}: cannot write it ({e.strerror or e})") from None
     return out_path
@@ -209,13 +243,17 @@ def add_develop_parser(subparsers) -> argparse.ArgumentParser:
                    help="jpeg (4:2:0) or png16 (16-bit RGB PNG); default jpeg, or from -o's suffix")
     p.add_argument("--overwrite", action="store_true",
                    help="replace output files that already exist (default: refuse and skip them)")
-    p.add_argument("--tile", type=int, default=512,
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help="tile size in pixels, a multiple of 16 >= 2*overlap+16; smaller uses less "
-                        "memory (default 512)")
-    p.add_argument("--overlap", type=int, default=64,
-                   help="overlap between tiles, blended with a raised-cosine window (default 64: with "
-                        "the whole image's attention statistics, tiles then match one whole-image "
-                        "pass within ~0.2/255)")
+                        f"memory (default {DEFAULT_TILE})")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help="overlap between tiles, blended with a raised-cosine window (default "
+                        f"{DEFAULT_OVERLAP}: with the whole image's attention statistics, tiles then match one "
+                        "whole-image pass within ~0.2/255)")
+    p.add_argument("--stats-tol", type=float, default=DEFAULT_STATS_TOL or 0.0,
+                   help="stop gathering the whole image's channel-attention statistics once the attention "
+                        "weights move by less than this, e.g. 0.01: faster, but up to ~1.3/255 off one "
+                        "whole-image pass on a net whose attention varies strongly (default 0: every tile)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the network runs (default auto: cuda if available)")
     p.set_defaults(func=run_develop)
@@ -306,6 +344,8 @@ def run_develop(args: argparse.Namespace) -> int:
 
     inputs = [Path(p) for p in args.inputs]
     overwrite = bool(getattr(args, "overwrite", False))
+    tol = getattr(args, "stats_tol", DEFAULT_STATS_TOL)
+    stats_tol = tol if tol and tol > 0 else None
     try:
         outs, fmt, folder = _plan_outputs(inputs, Path(args.output), args.format)
         validate_tile(args.tile, args.overlap)
@@ -324,9 +364,10 @@ def run_develop(args: argparse.Namespace) -> int:
                 raise CaispError(f"{src}: output {dst} would overwrite the one from {seen[dst]}")
             seen[dst] = src
             _check_free(src, dst, overwrite)
-            img = develop_raw(src, net, config, tile=args.tile, overlap=args.overlap, device=device)
+            img = develop_raw(src, net, config, tile=args.tile, overlap=args.overlap, device=device,
+                              stats_tol=stats_tol)
             _check_free(src, dst, overwrite)  # again: developing takes a while
-            save_output(img, dst, fmt, qf)
+            save_output(img, dst, fmt, qf, overwrite=overwrite)
         except Exception as e:  # one line per bad input, then go on with the others
             failed += 1
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -12,12 +13,21 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds.
+
+    `replace=False` never replaces an existing `path`: the move is a hard link, which the file system
+    refuses atomically when `path` exists (FileExistsError), so two writers racing for one name cannot
+    both win. The temporary name carries the writer's PID, so `reap_temporaries` can tell the leftovers
+    of a killed writer from the file of one still running."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -26,14 +36,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        if replace:
+            os.replace(tmp_path, path)
+        else:
+            os.link(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def reap_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writers of `path` killed mid-write left beside it (their PID is
+    no longer running); the ones of live writers stay. Returns what it removed."""
+    path = Path(path)
+    gone = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            gone.append(tmp)
+        except OSError:
+            pass
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, replace: bool = True) -> None:
+    with atomic_path(path, replace=replace) as tmp:
         tmp.write_bytes(data)
 
 
@@ -62,7 +102,7 @@ def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+def write_png(path: str | os.PathLike, image: np.ndarray, *, replace: bool = True) -> None:
     """Write an HxWx3 uint8 or uint16 array as PNG (16-bit through Pillow's 'I;16' path is lossy, so
     uint16 RGB goes through imageio-free raw encoding via Pillow's 'RGB;16B' mode)."""
     from PIL import Image
@@ -74,7 +114,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         _write_png16(buf, image)
     else:
         raise TypeError(f"write_png wants uint8 or uint16, got {image.dtype}")
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), replace=replace)
 
 
 def _write_png16(buf: io.BytesIO, image: np.ndarray) -> None:

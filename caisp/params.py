@@ -414,16 +414,35 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (relative paths in it are relative to its folder)."""
     path = Path(path)
     try:
-        raw = _yaml12().load(path.read_text())
+        raw = _yaml12().load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CaispError(f"params: {path} not found") from None
+    except IsADirectoryError:
+        raise CaispError(f"params: {path} is a folder, not a params file") from None
+    except UnicodeDecodeError as e:
+        raise CaispError(f"params: {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise CaispError(f"params: {path}: cannot read it ({e.strerror or e})") from None
     except YAMLError as e:
         raise CaispError(f"params: {path} is not valid YAML: {e}") from None
     return from_dict(raw, base=path.resolve().parent)
 
 
+# The download stage's output: it is emptied before each run, so no source may live in it.
+RAW_OUTPUT = Path("data/raw")
+
+
 def from_dict(raw: dict, base: Path = Path(".")) -> Params:
-    return _build(Params, raw, "", base)
+    """Params from a parsed params.yaml; relative paths (and the pipeline's data/raw) are under `base`."""
+    p = _build(Params, raw, "", base)
+    out = (base / RAW_OUTPUT).resolve()
+    for key, path in (("data.folder.path", p.data.folder.path if p.data.source == "folder" else None),
+                      ("data.synthetic.extra_photos",
+                       p.data.synthetic.extra_photos if p.data.source == "synthetic" else None)):
+        if path is not None and (path.resolve() == out or out in path.resolve().parents):
+            _fail(key, f"{path} is inside {RAW_OUTPUT}, the download stage's output, which it empties before "
+                       "each run; keep your files in another folder")
+    return p
 
 
 def to_dict(p: Any) -> Any:

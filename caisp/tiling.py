@@ -69,12 +69,13 @@ class _WholeImagePool:
     whole feature map's size, which is what a single pass pools. Layers see `fixed` means when given,
     else their tile's own (a first pass)."""
 
-    def __init__(self, fixed: dict[nn.Module, torch.Tensor] | None, height: int, width: int) -> None:
-        self.fixed, self.height, self.width = fixed, height, width
+    def __init__(self, fixed: dict[nn.Module, torch.Tensor] | None) -> None:
+        self.fixed = fixed
         self.sums: dict[nn.Module, torch.Tensor] = {}
-        self.strides: dict[nn.Module, int] = {}
+        self.counts: dict[nn.Module, int] = {}
         self.owned: tuple[int, int, int, int] | None = None  # rows, columns of the tile, in its pixels
         self.tile_size: tuple[int, int] = (0, 0)
+        self.tiles_used = 0  # by the statistics pass
 
     def __call__(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.owned is not None:
@@ -82,18 +83,17 @@ class _WholeImagePool:
             if s * x.shape[-2] != self.tile_size[0] or s * x.shape[-1] != self.tile_size[1]:
                 raise ValueError(f"tiled attention: a {tuple(x.shape[-2:])} feature map does not "
                                  f"divide the {self.tile_size} tile")
-            self.strides[layer] = s
             y0, y1, x0, x1 = (v // s for v in self.owned)
             part = x[..., y0:y1, x0:x1].double().sum((-2, -1), keepdim=True)
             self.sums[layer] = self.sums[layer] + part if layer in self.sums else part
+            self.counts[layer] = self.counts.get(layer, 0) + (y1 - y0) * (x1 - x0)
         if self.fixed is not None:
             return self.fixed[layer]
         return F.adaptive_avg_pool2d(x, 1)
 
     def means(self, layers: list[nn.Module]) -> dict[nn.Module, torch.Tensor]:
-        # Each layer's map is the image downscaled by its stride, as its tiles' maps were.
-        return {layer: (self.sums[layer] / (self.height * self.width / self.strides[layer] ** 2)).float()
-                for layer in layers}
+        # Over the pixels the gathered tiles own: every pixel of the image once, or of a sample.
+        return {layer: (self.sums[layer] / self.counts[layer]).float() for layer in layers}
 
 
 def _attention_layers(model: nn.Module | None) -> list[nn.Module]:
@@ -106,7 +106,7 @@ def _attention_layers(model: nn.Module | None) -> list[nn.Module]:
 
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int,
               overlap: int = 32, out_channels: int | None = None, *, model: nn.Module | None = None,
-              stats_passes: int = 1) -> torch.Tensor:
+              stats_passes: int = 1, stats_tol: float | None = None) -> torch.Tensor:
     """Apply `fn` ((1,C,h,w) -> (1,C',h,w)) to `image` (1,C,H,W) tile by tile and blend the results.
 
     An image that fits in one tile goes through `fn` once. The output lives on `image`'s device in
@@ -118,6 +118,9 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
     mean (the first pass with per-tile attention, later ones with the previous pass's means), and the
     output pass uses them: the tiles then compute what one pass over the whole image does, up to the
     blending at their seams. The image is padded to a multiple of 16 for it, as the network would.
+
+    `stats_tol`: stop a statistics pass once the attention weights have settled to this tolerance
+    (see `_gather`); None: every tile.
     """
     validate_tile(tile, overlap)
     if image.dim() != 4 or image.shape[0] != 1:
@@ -135,11 +138,11 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
         H, W = padded.shape[-2:]
         fixed = None
         for _ in range(stats_passes):
-            pool = _WholeImagePool(fixed, H, W)
+            pool = _WholeImagePool(fixed)
             with _pooling(layers, pool):
-                _gather(fn, padded, tile, overlap, pool)
+                _gather(fn, padded, tile, overlap, pool, layers, stats_tol)
             fixed = pool.means(layers)
-        with _pooling(layers, _WholeImagePool(fixed, H, W)):
+        with _pooling(layers, _WholeImagePool(fixed)):
             return _blend(fn, padded, tile, overlap, out_channels)[..., :h, :w]
 
 
@@ -165,16 +168,48 @@ def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, 
             yield iy, ix, y0, y1, x0, x1, len(ys), len(xs)
 
 
+def spread_order(n: int) -> list[int]:
+    """0..n-1 in a low-discrepancy order (golden-ratio steps through the raster order of the tiles):
+    every prefix is spread over the whole image, rows and columns, not a block of it."""
+    return sorted(range(n), key=lambda i: (i * 0.6180339887498949) % 1.0)
+
+
+def _attention_weights(layers: list[nn.Module], means: dict[nn.Module, torch.Tensor]) -> torch.Tensor:
+    """Every attention layer's channel weights sigmoid(fc(mean)), concatenated: what the means decide."""
+    return torch.cat([layer.fc(means[layer].to(next(layer.fc.parameters()).dtype)).flatten().float()
+                      for layer in layers])
+
+
 def _gather(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
-            pool: _WholeImagePool) -> None:
-    """A statistics pass: every tile runs, told the part of the image it owns; outputs are dropped."""
+            pool: _WholeImagePool, layers: list[nn.Module], stats_tol: float | None = None) -> None:
+    """A statistics pass: each tile runs, told the part of the image it owns; outputs are dropped.
+
+    With `stats_tol`, tiles run in a spread order and the pass stops once the attention weights the
+    running means give have settled: they moved by less than `stats_tol` (max over layers and
+    channels) over each of the last two eighths of the tiles. A net whose attention depends little on
+    where it looks stops after a fraction of the image; one whose attention swings goes on to every
+    tile (benchmarks/results/stats_sample.md)."""
     _, _, h, w = image.shape
     cy = _cuts(tile_origins(h, tile, overlap), h, tile)
     cx = _cuts(tile_origins(w, tile, overlap), w, tile)
-    for iy, ix, y0, y1, x0, x1, _, _ in _tiles(h, w, tile, overlap):
+    tiles = list(_tiles(h, w, tile, overlap))
+    order = spread_order(len(tiles)) if stats_tol is not None else range(len(tiles))
+    step = max(1, len(tiles) // 8)
+    previous, settled = None, 0
+    for k, i in enumerate(order, 1):
+        iy, ix, y0, y1, x0, x1, _, _ = tiles[i]
         pool.owned = (cy[iy] - y0, cy[iy + 1] - y0, cx[ix] - x0, cx[ix + 1] - x0)
         pool.tile_size = (y1 - y0, x1 - x0)
         fn(image[:, :, y0:y1, x0:x1])
+        if stats_tol is not None and k % step == 0 and k < len(tiles):
+            weights = _attention_weights(layers, pool.means(layers))
+            settled = settled + 1 if previous is not None and float((weights - previous).abs().max()) < stats_tol else 0
+            previous = weights
+            if settled >= 2:
+                break
+    pool.tiles_used = k
+
+
 
 
 def _blend(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,

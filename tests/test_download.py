@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from caisp import CaispError
-from caisp.data.download import (DownloadError, copy_folder, download_files, download_fivek, file_manifest,
-                                 read_url_list, write_manifest)
+from caisp.data.download import (DownloadError, _read_tag, copy_folder, download_files, download_fivek,
+                                 file_manifest, read_url_list, write_manifest)
 
 FIVEK_LIST = Path(__file__).resolve().parents[1].parent / "shared" / "fivek" / "NIKON_D700.txt"
 FAST = dict(workers=4, retries=3, backoff=0.001, timeout=5.0, progress=False)
@@ -29,6 +29,9 @@ class Server:
         self.cut_once: set[str] = set()  # send half the body, then drop the connection (once)
         self.statuses: dict[str, list[int]] = {}  # error codes to answer first, in order
         self.ignore_range: set[str] = set()
+        self.ignore_if_range: set[str] = set()  # honours Range whatever If-Range says (a broken server)
+        self.trickle: dict[str, float] = {}  # seconds between bytes after the first half of the body
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         # validators sent with every file (a strong ETag from its content, and Last-Modified) unless
         # listed here; If-Range that matches neither gets the whole file (200), as RFC 9110 says
         self.no_etag: set[str] = set()
@@ -92,6 +95,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def respond(self, s: Server, path: str, rng: str | None, code: int | None, cut: bool) -> None:
         assert self.headers.get("User-Agent", "").startswith("caisp/")
+        if path in s.redirects:
+            self.send_response(302)
+            self.send_header("Location", s.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if code is None and path not in s.files:
             code = 404
         if code is not None:
@@ -101,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
         etag, modified = s.etag(path[1:]), s.last_modified(path[1:])
         if_range = self.headers.get("If-Range")
         strong = etag if etag and not etag.startswith("W/") else None
-        unchanged = if_range is None or if_range in (strong, modified)
+        unchanged = if_range is None or if_range in (strong, modified) or path in s.ignore_if_range
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
         if m and path not in s.ignore_range and unchanged:
             start = int(m.group(1))
@@ -121,7 +130,17 @@ class Handler(BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if cut else body)
+        if path in s.trickle:
+            self.wfile.write(body[: len(body) // 2])
+            for i in range(len(body) // 2, len(body)):
+                self.wfile.flush()
+                time.sleep(s.trickle[path])
+                try:
+                    self.wfile.write(body[i:i + 1])
+                except OSError:  # the client gave up
+                    return
+        else:
+            self.wfile.write(body[: len(body) // 2] if cut else body)
         self.close_connection = True  # HTTP/1.0: the server closes the socket, a cut body ends early
 
 
@@ -191,7 +210,7 @@ def test_resume_only_while_the_server_file_is_unchanged(server, tmp_path, valida
     with pytest.raises(DownloadError):
         download_files([url], tmp_path, **{**FAST, "retries": 0})
     assert (tmp_path / "v.dng.part").read_bytes() == old[:50_000]
-    assert (tmp_path / "v.dng.part.ifrange").read_text().strip() == recorded
+    assert _read_tag(tmp_path / "v.dng.part.ifrange") == (recorded, 100_000)
 
     new = server.add(name, 100_000)  # the server's file changes between the attempts
     server.mtime["/" + name] = 1_700_000_000
@@ -200,6 +219,51 @@ def test_resume_only_while_the_server_file_is_unchanged(server, tmp_path, valida
     assert server.if_ranges(name) == [None, recorded]
     assert (tmp_path / name).read_bytes() == new and files[0]["sha256"] == sha(new)
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("change", ["etag", "size"])
+def test_server_ignoring_if_range_cannot_splice_two_versions(server, tmp_path, change):
+    """Issue 19.3: the server honours Range but ignores If-Range, so it answers 206 with the new
+    file's tail. Its own validator (or its total size) differs from the recorded one: start over."""
+    name, url = "s.dng", f"{server.url}/s.dng"
+    server.ignore_if_range.add("/" + name)
+    if change == "size":  # Last-Modified alone, unchanged below: only the total size tells
+        server.no_etag.add("/" + name)
+    server.add(name, 100_000)
+    server.cut_once.add("/" + name)
+    with pytest.raises(DownloadError):
+        download_files([url], tmp_path, **{**FAST, "retries": 0})
+    new = server.add(name, 100_000 if change == "etag" else 120_000)
+    files = download_files([url], tmp_path, **FAST)
+    assert server.requests(name) == [None, "bytes=50000-", None]  # the 206 was dropped, then a whole GET
+    assert (tmp_path / name).read_bytes() == new and files[0]["sha256"] == sha(new)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_trickling_server_meets_the_deadline(server, tmp_path):
+    """Issue 19.4: a per-read timeout never fires on one byte a second; each attempt has a deadline
+    (and resumes where the last one stopped), so the whole download ends."""
+    server.add("t.dng", 4000)
+    server.trickle["/t.dng"] = 0.05
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match="still downloading after 0.3 s"):
+        download_files([f"{server.url}/t.dng"], tmp_path, **{**FAST, "retries": 1, "deadline": 0.3})
+    assert time.monotonic() - t0 < 30
+    assert server.requests("t.dng")[1].startswith("bytes=")  # the second attempt resumed
+
+
+def test_redirect_to_another_scheme_is_refused(server, tmp_path):
+    server.redirects["/r.dng"] = "ftp://127.0.0.1/r.dng"
+    with pytest.raises(DownloadError, match="refusing redirect to 'ftp://127.0.0.1/r.dng'"):
+        download_files([f"{server.url}/r.dng"], tmp_path, **FAST)
+    server.add("real.dng", 3000)
+    server.redirects["/h.dng"] = f"{server.url}/real.dng"  # http(s) redirects still work
+    assert download_files([f"{server.url}/h.dng"], tmp_path, **FAST)[0]["name"] == "h.dng"
+
+
+def test_a_file_name_too_long_for_the_disk_is_one_line(tmp_path):
+    with pytest.raises(CaispError, match="file name is 300 bytes long"):
+        download_files([f"http://127.0.0.1/{'a' * 296}.dng"], tmp_path, **FAST)
 
 
 def test_resume_of_unchanged_file_sends_its_validator(server, tmp_path):

@@ -64,6 +64,9 @@ def test_paper_params_file_is_valid():
     ("cas.variants", ["unet", "unet"], "cas.variants: repeats a CAS variant"),
     ("cas.variants", ["acn", "djs"], "cas.unfrozen: 'unet' is not in cas.variants"),
     ("cas.unfrozen", ["unet", "unet"], "cas.unfrozen: repeats a CAS variant"),
+    # Issue 19.6: spellings that would name files and stages DVC cannot find
+    ("codec_points", ["webp-080"], "codec_points\\[0\\]: write 'webp-080' as 'webp-80'"),
+    ("codec_points", ["webp-80 "], "codec_points\\[0\\]: 'webp-80 ' is not an operating point"),
 ])
 def test_bad_values_name_the_key(raw, key, value, message):
     bad = copy.deepcopy(raw)
@@ -85,6 +88,13 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "q.yaml").write_text("render: 3\n")
     with pytest.raises(CaispError, match="render: must be a mapping"):
         load_params(tmp_path / "q.yaml")
+    # Issue 19.6: one line, not a traceback
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(CaispError, match="dir.yaml is a folder, not a params file"):
+        load_params(tmp_path / "dir.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("seed: 0  # Caf\xe9\n".encode("latin-1"))
+    with pytest.raises(CaispError, match="latin1.yaml is not UTF-8 text"):
+        load_params(tmp_path / "latin1.yaml")
 
 
 def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):

@@ -150,3 +150,43 @@ def test_tiled_attention_pads_like_the_network(trained_isp_net) -> None:
     from caisp.models.unet import ChannelAttention
 
     assert all(m.pool is None for m in net.modules() if isinstance(m, ChannelAttention))
+
+
+def test_statistics_pass_stops_only_when_the_attention_has_settled(trained_isp_net) -> None:
+    """Issue 19: `stats_tol` stops the statistics pass early where the attention weights settle (a
+    net whose attention hardly depends on the image), and runs every tile where they swing (a
+    trained net), so its output stays that of the full pass."""
+    from caisp.tiling import spread_order
+
+    order = spread_order(25)
+    assert sorted(order) == list(range(25)) and len({i // 5 for i in order[:5]}) >= 4  # prefixes spread
+    net, x = trained_isp_net
+    calls = []
+
+    def counting(t):
+        calls.append(t.shape[-1])
+        return net(t)
+
+    with torch.no_grad():
+        full = run_tiled(counting, x, 128, 32, model=net)
+        n_full = len(calls)
+        calls.clear()
+        tol = run_tiled(counting, x, 128, 32, model=net, stats_tol=1e-3)
+    assert len(calls) == n_full and (tol - full).abs().max() < 1e-5  # its attention never settled
+    torch.manual_seed(0)
+    flat = build_flat_attention_net()
+    calls.clear()
+    with torch.no_grad():
+        run_tiled(lambda t: (calls.append(1), flat(t))[1], x, 128, 32, model=flat, stats_tol=1e-3)
+    assert len(calls) < n_full  # settled early: fewer statistics tiles than a full pass
+
+
+def build_flat_attention_net() -> nn.Module:
+    """An ISP-Net whose attention ignores its input (zero first FC): the weights settle at once."""
+    from caisp.models import build
+
+    net = build("isp_net", base_width=4).eval()
+    for m in net.modules():
+        if hasattr(m, "fc"):
+            nn.init.zeros_(m.fc[0].weight)
+    return net

@@ -25,6 +25,8 @@ RAW_EXTENSIONS = frozenset(
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+# File systems take 255-byte names; `.part.ifrange` and atomic_path's `.<name>.<random>.part` need room.
+MAX_NAME = 200
 
 
 class DownloadError(CaispError):
@@ -72,13 +74,31 @@ def _name_for(url: str) -> str:
     if (name in ("", ".", "..", MANIFEST) or name.startswith(".") or name.endswith((".part", ".part.ifrange"))
             or any(c in name for c in "/\\\0:")):
         raise CaispError(f"refusing list entry {url!r}: file name {name!r} is not a plain file name")
+    if len(name.encode("utf-8")) > MAX_NAME:
+        raise CaispError(f"refusing list entry {url[:80]!r}...: its file name is {len(name.encode('utf-8'))} "
+                         f"bytes long, more than the {MAX_NAME} a file system takes with our temporary suffixes")
     return name
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only: urllib's own handler also follows ftp://, which would bypass
+    the scheme allow-list of the download list."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(req.full_url, code, f"refusing redirect to {newurl!r}: only http:// "
+                                         "and https:// are allowed", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _open(url: str, timeout: float, headers: dict[str, str] | None = None):
     url = urllib.parse.quote(url, safe="/:?#[]@!$&'()*+,;=%~")  # spaces etc.; keeps existing %XX escapes
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
-    return urllib.request.urlopen(req, timeout=timeout)
+    return _OPENER.open(req, timeout=timeout)
 
 
 def read_url_list(list_url: str, *, timeout: float = 30) -> list[tuple[str, str | None]]:
@@ -118,8 +138,31 @@ def read_url_list(list_url: str, *, timeout: float = 30) -> list[tuple[str, str 
 
 
 def _ifrange_path(part: Path) -> Path:
-    """Beside `x.part`: the validator of the server's file that `x.part` holds the start of."""
+    """Beside `x.part`: the validator and size of the server's file that `x.part` holds the start of."""
     return part.with_name(part.name + ".ifrange")
+
+
+def _read_tag(tag: Path) -> tuple[str, int | None]:
+    """(validator, total size or None) recorded when `x.part` started; ("", None) if unknown. Tags of
+    earlier versions hold the validator alone."""
+    try:
+        text = tag.read_text().strip()
+    except OSError:
+        return "", None
+    try:
+        obj = json.loads(text)
+        return str(obj.get("validator") or ""), (int(obj["size"]) if obj.get("size") is not None else None)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return text, None
+
+
+def _total(headers) -> int | None:
+    """The whole file's size of a 200 (Content-Length) or 206 (Content-Range's total) reply."""
+    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", (headers.get("Content-Range") or "").strip())
+    if m:
+        return int(m.group(1))
+    length = headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
 
 
 def _validator(headers) -> str | None:
@@ -136,16 +179,16 @@ def _discard(part: Path) -> None:
     _ifrange_path(part).unlink(missing_ok=True)
 
 
-def _transfer(url: str, part: Path, timeout: float) -> None:
+def _transfer(url: str, part: Path, timeout: float, deadline: float) -> None:
     """Fetch `url` into `part`, resuming from its current size only if the server's file is still the
     one `part` started from: the request carries If-Range with the validator recorded then, so a
-    changed file comes back whole (200) and replaces `part`; raises if the body is incomplete."""
+    changed file comes back whole (200) and replaces `part`, and a 206 is appended only if its own
+    validator and total size are the recorded ones (a server may ignore If-Range but honour Range, and
+    would splice two versions). Raises if the body is incomplete, or still arriving after `deadline`
+    seconds (a trickling server; `part` keeps what came, and the next attempt resumes)."""
     tag = _ifrange_path(part)
     have = part.stat().st_size if part.exists() else 0
-    try:
-        validator = tag.read_text().strip() if have and tag.is_file() else ""
-    except OSError:
-        validator = ""
+    validator, size = _read_tag(tag) if have and tag.is_file() else ("", None)
     # No validator known: a resumed body could belong to another version of the file; start over.
     headers = {"Range": f"bytes={have}-", "If-Range": validator} if validator else None
     try:
@@ -157,7 +200,7 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
             if e.headers.get("Content-Range", "") == f"bytes */{have}":
                 return
             _discard(part)
-            return _transfer(url, part, timeout)
+            return _transfer(url, part, timeout, deadline)
         raise
     with resp:
         start = 0  # a 200 sends everything (file changed, or Range ignored): start over
@@ -167,30 +210,39 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
             if start != have:
                 _discard(part)
                 raise http.client.HTTPException(f"server answered Range {have}- with {m and m.group(0)!r}")
+            if _validator(resp.headers) != validator or (size is not None and _total(resp.headers) != size):
+                _discard(part)  # another version of the file: its tail must not follow our head
+                resp.close()
+                return _transfer(url, part, timeout, deadline)
         if start == 0:  # a new body: record what it is before its first byte lands, so a cut can resume
             new = _validator(resp.headers)
             if new:
-                tag.write_text(new + "\n")
+                tag.write_text(json.dumps({"validator": new, "size": _total(resp.headers)}) + "\n")
             else:
                 tag.unlink(missing_ok=True)
         length = resp.headers.get("Content-Length")
         written = 0
+        end = time.monotonic() + deadline
         with open(part, "r+b" if start else "wb") as f:
             f.seek(start)
             f.truncate()
-            while chunk := resp.read(_CHUNK):
+            # read1: whatever one socket read brings, so a trickle meets the deadline check in time
+            while chunk := resp.read1(_CHUNK):
                 f.write(chunk)
                 written += len(chunk)
+                if time.monotonic() > end and (length is None or written < int(length)):
+                    raise TimeoutError(f"still downloading after {deadline:g} s ({start + written} bytes so far)")
         if length is not None and written < int(length):
             raise http.client.IncompleteRead(b"", int(length) - written)
 
 
-def _fetch(url: str, sha: str | None, dest: Path, retries: int, backoff: float, timeout: float) -> dict:
+def _fetch(url: str, sha: str | None, dest: Path, retries: int, backoff: float, timeout: float,
+           deadline: float) -> dict:
     """Download `url` to `dest` via `dest.part` with resume and retries; verify `sha` before renaming."""
     part = dest.with_name(dest.name + ".part")
     for attempt in range(retries + 1):
         try:
-            _transfer(url, part, timeout)
+            _transfer(url, part, timeout, deadline)
             break
         except urllib.error.HTTPError as e:
             # Client errors (404, 403, ...) will not heal by retrying; 408/429 and 5xx might
@@ -232,9 +284,12 @@ def _load_manifest(out_dir: Path) -> dict[str, dict]:
 
 
 def download_files(entries: Sequence[tuple[str, str | None] | str], out_dir: str | os.PathLike, *, workers: int = 8,
-                   retries: int = 4, backoff: float = 0.5, timeout: float = 60.0, progress: bool = True) -> list[dict]:
+                   retries: int = 4, backoff: float = 0.5, timeout: float = 60.0, deadline: float = 900.0,
+                   progress: bool = True) -> list[dict]:
     """Download `(url, sha256 or None)` entries into `out_dir` in parallel; return manifest entries in
-    list order. Complete files are skipped; on failures raise `DownloadError` after finishing the rest."""
+    list order. Complete files are skipped; on failures raise `DownloadError` after finishing the rest.
+    `timeout` bounds each socket read, `deadline` each attempt at a file (attempts resume), so one file
+    takes at most about (retries + 1) * deadline seconds."""
     out = Path(out_dir)
     items = [(e, None) if isinstance(e, str) else (e[0], e[1] and e[1].lower()) for e in entries]
     names: dict[str, str] = {}
@@ -255,7 +310,7 @@ def download_files(entries: Sequence[tuple[str, str | None] | str], out_dir: str
     # disable=None lets tqdm switch itself off when stderr is not a terminal (pytest, CI logs)
     bar = tqdm(total=len(items), initial=len(results), unit="file", desc="download", disable=None if progress else True)
     with bar, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_fetch, url, sha, out / _name_for(url), retries, backoff, timeout): url
+        futures = {pool.submit(_fetch, url, sha, out / _name_for(url), retries, backoff, timeout, deadline): url
                    for url, sha in todo}
         for fut in as_completed(futures):
             url = futures[fut]

@@ -39,6 +39,8 @@ class RawImage:
     bits: int
     camera: str
     path: str
+    # (H, W) of the sensor's visible area; `mosaic` drops an odd last row/column (whole CFA cells only)
+    visible_shape: tuple[int, int] | None = None
 
 
 def _libraw_reason(exc: Exception) -> str:
@@ -61,6 +63,10 @@ def open_raw(path: str | os.PathLike) -> Iterator[rawpy.RawPy]:
     try:
         raw = rawpy.imread(str(path))
     except (rawpy.LibRawError, rawpy.NotSupportedError) as exc:
+        size = _tiff_image_size(path)
+        if size is not None and min(size) < LIBRAW_MIN_SIDE:
+            raise RawError(path, f"image too small for LibRaw ({size[1]}x{size[0]} pixels; it opens raws of at "
+                                 f"least {LIBRAW_MIN_SIDE} pixels a side)") from None
         raise RawError(path, f"not a raw file LibRaw can open ({_libraw_reason(exc)})") from None
     try:
         try:
@@ -173,6 +179,34 @@ def camera_matrix(raw: rawpy.RawPy) -> tuple[np.ndarray, bool]:
     return (m if ok else np.eye(3)).astype(np.float32), ok
 
 
+# LibRaw refuses raws whose sides are below 22 pixels (identify.cpp: "width < 22 || height < 22").
+LIBRAW_MIN_SIDE = 22
+
+
+def _tiff_image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the largest image in a TIFF-based raw's IFD0 and SubIFDs (DNG keeps the raw
+    in a SubIFD); None when the file is not TIFF-based."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            sizes, todo = [], [TiffImagePlugin.ImageFileDirectory_v2(ifh=head).next]
+            for _ in range(16):  # a bounded walk: a hostile file may loop its offsets
+                if not todo:
+                    break
+                ifd = TiffImagePlugin.ImageFileDirectory_v2(ifh=head)
+                fh.seek(todo.pop())
+                ifd.load(fh)
+                if 256 in ifd and 257 in ifd:
+                    sizes.append((int(ifd[256]), int(ifd[257])))
+                sub = ifd.get(330)
+                todo += list(sub) if isinstance(sub, tuple) else ([sub] if sub else [])
+    except Exception:  # noqa: BLE001 - not TIFF, or unreadable: no size to report
+        return None
+    return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+
+
 def _camera_name(path: Path) -> str:
     """Make and model from the TIFF IFD0 most raw formats start with; '' when not TIFF-based."""
     from PIL import TiffImagePlugin
@@ -237,6 +271,7 @@ def raw_image_from(raw: rawpy.RawPy, path: str | os.PathLike,
         rgb_cam=rgb_cam, colour_valid=colour_ok,
         flip=int(raw.sizes.flip), black=black, white=white,
         bits=int(math.ceil(math.log2(white + 1))), camera=_camera_name(path), path=str(path),
+        visible_shape=(int(data.shape[0]), int(data.shape[1])),
     )
 
 

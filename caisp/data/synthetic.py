@@ -275,13 +275,14 @@ def write_dng(path: str | Path, rgb: np.ndarray, *, cfa: str = "RGGB", seed: int
               as_shot_neutral: tuple[float, float, float] | None = None, bits: int = 14,
               black_level: int = 600, orientation: int = 1, shot_noise: float = 4e-4,
               read_noise: float = 2e-3, camera: str = "Nikon D700", blur: float = 0.0,
-              scale: float = 1.0) -> Path:
+              scale: float = 1.0, even: bool = True) -> Path:
     """Unprocess one uint8 sRGB photo into a DNG at `path` (written atomically); returns the path.
 
     The photo is resampled by `scale` (the sensor's pixels per photo pixel) and blurred by a Gaussian
     lens PSF of `blur` sensor pixels (sigma) in linear light, then seen through `camera`'s colour
     matrix. Noise is heteroscedastic Gaussian on the [0, 1] raw signal x: variance
-    shot_noise * x + read_noise**2.
+    shot_noise * x + read_noise**2. `even=False` keeps an odd height or width (a partial last row or
+    column of CFA cells, as some cameras write); the data set's photos are cropped to even sides.
     """
     _check_cfa(cfa)
     _check_int("bits", bits, 10, 16)
@@ -301,7 +302,8 @@ def write_dng(path: str | Path, rgb: np.ndarray, *, cfa: str = "RGGB", seed: int
         h, w = rgb.shape[:2]
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.LANCZOS))
-    rgb = rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2]  # Bayer tiles need even sides
+    if even:  # whole 2x2 Bayer tiles
+        rgb = rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2]
     if min(rgb.shape[:2]) < LIBRAW_MIN_SIZE:
         raise CaispError(f"photo for {path} is {rgb.shape[1]}x{rgb.shape[0]}; LibRaw needs at least "
                          f"{LIBRAW_MIN_SIZE} pixels a side")

@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+from caisp import CaispError
 from caisp.params import Params
 from caisp.pipeline.layout import RAW
+
+
+def _outside_raw(path, key: str) -> None:
+    """The stage empties data/raw before it rebuilds it: a source inside it would be deleted."""
+    raw = RAW.resolve()
+    if path is not None and (Path(path).resolve() == raw or raw in Path(path).resolve().parents):
+        raise CaispError(f"params: {key}: {path} is inside {RAW}, the download stage's output, which it empties "
+                         "before each run; keep your files in another folder")
 
 
 def run_download(p: Params) -> None:
     from caisp.data import download
 
     src = p.data.source
+    _outside_raw(p.data.folder.path if src == "folder" else None, "data.folder.path")
+    _outside_raw(p.data.synthetic.extra_photos if src == "synthetic" else None, "data.synthetic.extra_photos")
     if RAW.exists():
         # A partial earlier FiveK run is resumed, not thrown away; other sources rebuild cleanly.
         if src != "fivek":
