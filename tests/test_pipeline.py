@@ -122,7 +122,8 @@ def test_whole_pipeline_report_and_experiment(clone):
     cas = (dst / "models/cas/qf90-unet.pt").read_bytes()
     out = _run(["dvc", "exp", "run", "-S", "codec_points=[webp-80,jpeg2000-37]", "-S", "cas.codec_variants=[unet]"],
                dst, env)
-    assert "stages.train_cas --qf" not in out and "stages.pretrain_isp" not in out
+    assert "stages.train_cas --point qf" not in out and "stages.pretrain_isp" not in out
+    assert "stages.train_cas --point webp-80" in out  # what the experiment adds does run
     assert (dst / "data/split.json").read_bytes() == split and (dst / "models/cas/qf90-unet.pt").read_bytes() == cas
     for point, ext in (("webp-80", ".webp"), ("jpeg2000-37", ".jp2")):
         assert {p.suffix for p in (dst / "data/codecs" / point).iterdir()} == {ext, ".npy", ".csv"}
