@@ -103,12 +103,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Tiles of 768 pixels cover a 12 MP frame in 4 x 6 tiles, 17 % more pixels than the frame with a
-# 64-pixel overlap (512-pixel tiles: 7 x 10, 52 % more): 14 % less work a pass. The statistics pass
-# runs every tile by default: stopping it early where the attention weights seem settled saves time
-# on the pipeline's models but costs up to 1.3/255 on a net whose attention swings
-# (benchmarks/results/develop.md, stats_sample.md), so it is a choice (--stats-tol), not the default.
+# 64-pixel overlap (1024: 3 x 5, 30 % more; 512: 7 x 10, 52 % more). The whole image's attention
+# statistics are gathered during the output pass (caisp.tiling._settle): about one pass over the
+# tiles where the attention hardly depends on the image, at most about two where it swings
+# (benchmarks/results/develop.md).
 DEFAULT_TILE, DEFAULT_OVERLAP = 768, 64
-DEFAULT_STATS_TOL: float | None = None
 
 
 def _demosaic_in_strips(mosaic: torch.Tensor, cfa: str, strip: int = 256) -> torch.Tensor:
@@ -159,11 +158,11 @@ def network_input(path: str | Path, config: dict) -> torch.Tensor:
 
 def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = DEFAULT_TILE,
                 overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "cpu",
-                stats_tol: float | None = DEFAULT_STATS_TOL) -> np.ndarray:
+                attention_tol: float | None = None, report: dict | None = None) -> np.ndarray:
     """Develop one raw file: float32 (H, W, 3) sRGB in [0, 1], oriented as the camera intended.
-    `stats_tol`: the statistics pass stops once the attention weights have settled to it (None: every
-    tile; caisp.tiling.run_tiled)."""
-    from caisp.tiling import run_tiled, validate_tile
+    `attention_tol`: how close each tile's channel-attention weights are held to the whole image's
+    (None: caisp.tiling.ATTENTION_TOL); `report` receives the tile counts (caisp.tiling.run_tiled)."""
+    from caisp.tiling import ATTENTION_TOL, run_tiled, validate_tile
 
     validate_tile(tile, overlap)  # fail before the (slow) raw decode
     device = torch.device(device)
@@ -177,7 +176,8 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = D
     def fn(x: torch.Tensor) -> torch.Tensor:
         return net(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
 
-    out = run_tiled(fn, rgb, tile, overlap, out_channels=3, model=net, stats_tol=stats_tol)
+    out = run_tiled(fn, rgb, tile, overlap, out_channels=3, model=net, report=report,
+                    attention_tol=ATTENTION_TOL if attention_tol is None else attention_tol)
     if not bool(torch.isfinite(out).all()):  # NaN would be written as a black picture
         raise CaispError(f"{path}: the model's output holds non-finite values (NaN or inf); "
                          "the checkpoint does not work on this input")
@@ -250,10 +250,10 @@ def add_develop_parser(subparsers) -> argparse.ArgumentParser:
                    help="overlap between tiles, blended with a raised-cosine window (default "
                         f"{DEFAULT_OVERLAP}: with the whole image's attention statistics, tiles then match one "
                         "whole-image pass within ~0.2/255)")
-    p.add_argument("--stats-tol", type=float, default=DEFAULT_STATS_TOL or 0.0,
-                   help="stop gathering the whole image's channel-attention statistics once the attention "
-                        "weights move by less than this, e.g. 0.01: faster, but up to ~1.3/255 off one "
-                        "whole-image pass on a net whose attention varies strongly (default 0: every tile)")
+    p.add_argument("--attention-tol", type=float, default=None, metavar="TOL",
+                   help="tiles whose channel-attention weights differ from the whole image's by more than "
+                        "this are computed again, once (default 1e-3; "
+                        "0: every tile twice)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the network runs (default auto: cuda if available)")
     p.set_defaults(func=run_develop)
@@ -344,11 +344,12 @@ def run_develop(args: argparse.Namespace) -> int:
 
     inputs = [Path(p) for p in args.inputs]
     overwrite = bool(getattr(args, "overwrite", False))
-    tol = getattr(args, "stats_tol", DEFAULT_STATS_TOL)
-    stats_tol = tol if tol and tol > 0 else None
+    tol = getattr(args, "attention_tol", None)
     try:
         outs, fmt, folder = _plan_outputs(inputs, Path(args.output), args.format)
         validate_tile(args.tile, args.overlap)
+        if tol is not None and not tol >= 0:
+            raise CaispError(f"--attention-tol must be >= 0, got {tol}")
         device = resolve_device(args.device)
         net, config, qf = _load_isp(args, device)
         _check_writable(folder)
@@ -365,7 +366,7 @@ def run_develop(args: argparse.Namespace) -> int:
             seen[dst] = src
             _check_free(src, dst, overwrite)
             img = develop_raw(src, net, config, tile=args.tile, overlap=args.overlap, device=device,
-                              stats_tol=stats_tol)
+                              attention_tol=tol)
             _check_free(src, dst, overwrite)  # again: developing takes a while
             save_output(img, dst, fmt, qf, overwrite=overwrite)
         except Exception as e:  # one line per bad input, then go on with the others

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -62,20 +62,21 @@ def _cuts(origins: list[int], length: int, tile: int) -> list[int]:
 
 
 class _WholeImagePool:
-    """Channel-attention means of the whole image, gathered tile by tile.
+    """Channel-attention means for tiled inference, tile by tile.
 
-    While `owned` is set (a statistics pass), each attention layer adds the sum of its features over
-    the part of the image the current tile owns (each pixel counted once); `means()` divides by the
-    whole feature map's size, which is what a single pass pools. Layers see `fixed` means when given,
-    else their tile's own (a first pass)."""
+    While `owned` is set, each attention layer adds the sum of its features over the part of the
+    image the current tile owns (each pixel of the image counted by one tile) to `sums`. Layers see
+    `fixed` means where given (the whole image's, as far as it is known), else their tile's own;
+    `used` records what each layer saw, so the caller can tell how far a tile's attention was from
+    the whole image's."""
 
     def __init__(self, fixed: dict[nn.Module, torch.Tensor] | None) -> None:
         self.fixed = fixed
         self.sums: dict[nn.Module, torch.Tensor] = {}
         self.counts: dict[nn.Module, int] = {}
+        self.used: dict[nn.Module, torch.Tensor] = {}
         self.owned: tuple[int, int, int, int] | None = None  # rows, columns of the tile, in its pixels
         self.tile_size: tuple[int, int] = (0, 0)
-        self.tiles_used = 0  # by the statistics pass
 
     def __call__(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.owned is not None:
@@ -87,13 +88,9 @@ class _WholeImagePool:
             part = x[..., y0:y1, x0:x1].double().sum((-2, -1), keepdim=True)
             self.sums[layer] = self.sums[layer] + part if layer in self.sums else part
             self.counts[layer] = self.counts.get(layer, 0) + (y1 - y0) * (x1 - x0)
-        if self.fixed is not None:
-            return self.fixed[layer]
-        return F.adaptive_avg_pool2d(x, 1)
-
-    def means(self, layers: list[nn.Module]) -> dict[nn.Module, torch.Tensor]:
-        # Over the pixels the gathered tiles own: every pixel of the image once, or of a sample.
-        return {layer: (self.sums[layer] / self.counts[layer]).float() for layer in layers}
+        mean = self.fixed[layer] if self.fixed is not None else F.adaptive_avg_pool2d(x, 1)
+        self.used[layer] = mean
+        return mean
 
 
 def _attention_layers(model: nn.Module | None) -> list[nn.Module]:
@@ -104,9 +101,20 @@ def _attention_layers(model: nn.Module | None) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, ChannelAttention)]
 
 
+# Default `attention_tol`: a tile is recomputed unless every attention weight it used is within this
+# of the whole image's. Weights scale features multiplicatively, so 1e-3 moves an output level by
+# well under 0.5/255 (tests/test_tiling.py; benchmarks/results/stats_sample.md).
+ATTENTION_TOL = 1e-3
+# Rounds of recomputation: one bounds the cost at two runs a tile, what a statistics pass and an
+# output pass took before. More rounds converge slowly on a net whose attention swings (one round
+# after another reran most tiles of a 12 MP frame, benchmarks/results/develop.md), so the weights'
+# remaining distance is reported instead (`report["weight_error"]`).
+MAX_ROUNDS = 1
+
+
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int,
               overlap: int = 32, out_channels: int | None = None, *, model: nn.Module | None = None,
-              stats_passes: int = 1, stats_tol: float | None = None) -> torch.Tensor:
+              attention_tol: float = ATTENTION_TOL, report: dict | None = None) -> torch.Tensor:
     """Apply `fn` ((1,C,h,w) -> (1,C',h,w)) to `image` (1,C,H,W) tile by tile and blend the results.
 
     An image that fits in one tile goes through `fn` once. The output lives on `image`'s device in
@@ -114,36 +122,37 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
 
     `model` is the network inside `fn`. If it has channel attention (ISP-Net), a tile alone would pool
     its own features, not the whole image's, and shift every pixel of the tile (~1/255 for trained
-    nets). So `stats_passes` passes over the tiles first gather each attention layer's whole-image
-    mean (the first pass with per-tile attention, later ones with the previous pass's means), and the
-    output pass uses them: the tiles then compute what one pass over the whole image does, up to the
-    blending at their seams. The image is padded to a multiple of 16 for it, as the network would.
-
-    `stats_tol`: stop a statistics pass once the attention weights have settled to this tolerance
-    (see `_gather`); None: every tile.
+    nets, 23/255 for some). So the tiles gather each attention layer's whole-image mean as they go
+    (`_settle`): each tile uses the means of the tiles before it, and a tile whose attention weights
+    then differ from the whole image's by more than `attention_tol` is computed again with the whole
+    image's (once: `MAX_ROUNDS`). The output is what one pass over the whole image gives, up to the
+    weights' remaining distance and the blending at the seams, at the cost of one pass where the
+    attention hardly depends on the image and at most two where it swings (before: always two). The
+    image is padded to a multiple of 16 for it, as the network would. `report`, if given, receives
+    the tile counts and `weight_error`, the largest distance left between a tile's attention weights
+    and the whole image's.
     """
     validate_tile(tile, overlap)
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"run_tiled wants a (1,C,H,W) tensor, got {tuple(image.shape)}")
+    if not attention_tol >= 0:
+        raise CaispError(f"attention_tol must be >= 0, got {attention_tol}")
     _, _, h, w = image.shape
     with torch.no_grad():
         if h <= tile and w <= tile:
             return fn(image).to(image.device, torch.float32)
         layers = _attention_layers(model)
         if not layers:
-            return _blend(fn, image, tile, overlap, out_channels)
+            tiles = list(_tiles(h, w, tile, overlap))
+            return _blend(((box, fn(image[:, :, box[2]:box[3], box[4]:box[5]])) for box in tiles),
+                          image, overlap, out_channels)
         from caisp.models.unet import pad_to_multiple
 
         padded = pad_to_multiple(image, ALIGN)
         H, W = padded.shape[-2:]
-        fixed = None
-        for _ in range(stats_passes):
-            pool = _WholeImagePool(fixed)
-            with _pooling(layers, pool):
-                _gather(fn, padded, tile, overlap, pool, layers, stats_tol)
-            fixed = pool.means(layers)
-        with _pooling(layers, _WholeImagePool(fixed)):
-            return _blend(fn, padded, tile, overlap, out_channels)[..., :h, :w]
+        tiles = list(_tiles(H, W, tile, overlap))
+        preds = _settle(fn, padded, tile, overlap, tiles, layers, attention_tol, report)
+        return _blend(zip(tiles, preds), padded, overlap, out_channels)[..., :h, :w]
 
 
 @contextlib.contextmanager
@@ -157,7 +166,10 @@ def _pooling(layers: list[nn.Module], pool: _WholeImagePool) -> Iterator[None]:
             layer.pool = None
 
 
-def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int, int, int, int, int]]:
+Box = tuple[int, int, int, int, int, int, int, int]
+
+
+def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[Box]:
     """(iy, ix, y0, y1, x0, x1, ny, nx) of every tile, row by row; the last tile of a row or column
     reaches the border."""
     ys, xs = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
@@ -180,48 +192,71 @@ def _attention_weights(layers: list[nn.Module], means: dict[nn.Module, torch.Ten
                       for layer in layers])
 
 
-def _gather(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
-            pool: _WholeImagePool, layers: list[nn.Module], stats_tol: float | None = None) -> None:
-    """A statistics pass: each tile runs, told the part of the image it owns; outputs are dropped.
+def _settle(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
+            tiles: list[Box], layers: list[nn.Module], tol: float, report: dict | None) -> list[torch.Tensor]:
+    """Every tile's output, computed with attention means within `tol` (in attention weights) of the
+    whole image's.
 
-    With `stats_tol`, tiles run in a spread order and the pass stops once the attention weights the
-    running means give have settled: they moved by less than `stats_tol` (max over layers and
-    channels) over each of the last two eighths of the tiles. A net whose attention depends little on
-    where it looks stops after a fraction of the image; one whose attention swings goes on to every
-    tile (benchmarks/results/stats_sample.md)."""
+    Tiles run in a spread order, each with the running means of the tiles before it (the first with
+    its own), and each tile's share of the whole-image sums is kept. The whole image's means are then
+    those sums'; a tile whose weights differ from theirs by more than `tol` runs again with them (and
+    its share of the sums is replaced), for MAX_ROUNDS rounds at most. Where the attention hardly
+    depends on the image no tile reruns; where it swings, the first tiles do (at most all of them,
+    two runs a tile). Returns the outputs in `tiles`' order."""
     _, _, h, w = image.shape
     cy = _cuts(tile_origins(h, tile, overlap), h, tile)
     cx = _cuts(tile_origins(w, tile, overlap), w, tile)
-    tiles = list(_tiles(h, w, tile, overlap))
-    order = spread_order(len(tiles)) if stats_tol is not None else range(len(tiles))
-    step = max(1, len(tiles) // 8)
-    previous, settled = None, 0
-    for k, i in enumerate(order, 1):
+    n = len(tiles)
+    preds: list[torch.Tensor | None] = [None] * n
+    shares: list[tuple[dict, dict] | None] = [None] * n
+    used: list[torch.Tensor | None] = [None] * n
+
+    def run(i: int, fixed: dict[nn.Module, torch.Tensor] | None) -> None:
         iy, ix, y0, y1, x0, x1, _, _ = tiles[i]
+        pool = _WholeImagePool(fixed)
         pool.owned = (cy[iy] - y0, cy[iy + 1] - y0, cx[ix] - x0, cx[ix + 1] - x0)
         pool.tile_size = (y1 - y0, x1 - x0)
-        fn(image[:, :, y0:y1, x0:x1])
-        if stats_tol is not None and k % step == 0 and k < len(tiles):
-            weights = _attention_weights(layers, pool.means(layers))
-            settled = settled + 1 if previous is not None and float((weights - previous).abs().max()) < stats_tol else 0
-            previous = weights
-            if settled >= 2:
-                break
-    pool.tiles_used = k
+        with _pooling(layers, pool):
+            preds[i] = fn(image[:, :, y0:y1, x0:x1]).to(image.device, torch.float32)
+        shares[i] = (pool.sums, pool.counts)
+        used[i] = _attention_weights(layers, pool.used)
+
+    def means() -> dict[nn.Module, torch.Tensor]:
+        done = [s for s in shares if s is not None]
+        return {layer: (sum(s[layer] for s, _ in done) / sum(c[layer] for _, c in done)).float()
+                for layer in layers}
+
+    for k, i in enumerate(spread_order(n)):
+        run(i, means() if k else None)
+    def errors() -> list[float]:
+        target = _attention_weights(layers, means())
+        return [float((u - target).abs().max()) for u in used]  # type: ignore[operator]
+
+    runs, rounds = n, 0
+    while rounds < MAX_ROUNDS:
+        stale = [i for i, e in enumerate(errors()) if e > tol]
+        if not stale:
+            break
+        rounds += 1
+        whole = means()
+        for i in stale:
+            run(i, whole)
+        runs += len(stale)
+    if report is not None:
+        report.update(tiles=n, tile_runs=runs, rounds=rounds, weight_error=max(errors()))
+    return preds  # type: ignore[return-value]
 
 
-
-
-def _blend(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
+def _blend(preds: Iterable[tuple[Box, torch.Tensor]], image: torch.Tensor, overlap: int,
            out_channels: int | None) -> torch.Tensor:
-    """One pass over the tiles, blended with raised-cosine windows."""
+    """The tiles' outputs ((box, output) in any number) blended with raised-cosine windows."""
     _, _, h, w = image.shape
     out: torch.Tensor | None = None
     norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=image.device)
-    for iy, ix, y0, y1, x0, x1, ny, nx in _tiles(h, w, tile, overlap):
+    for (iy, ix, y0, y1, x0, x1, ny, nx), pred in preds:
         wy = ramp(y1 - y0, overlap, iy > 0, iy < ny - 1).to(image.device)
         wx = ramp(x1 - x0, overlap, ix > 0, ix < nx - 1).to(image.device)
-        pred = fn(image[:, :, y0:y1, x0:x1]).to(image.device, torch.float32)
+        pred = pred.to(image.device, torch.float32)
         if out is None:
             c = out_channels if out_channels is not None else pred.shape[1]
             out = torch.zeros(1, c, h, w, dtype=torch.float32, device=image.device)
