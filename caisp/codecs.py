@@ -15,6 +15,8 @@ from caisp import CaispError
 
 # Simulators trained on (y, c(y)) pairs of any codec; the analytic ones (DJS, kornia) are JPEG's alone.
 LEARNED_SIMULATORS = ("unet", "acn")
+# The baseline every codec has: a Gaussian blur of y, its one sigma fitted on the training pairs.
+FITTED_SIMULATORS = ("blur",)
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,21 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral)
 
 
-_ANALYTIC_JPEG = ("djs", "kornia")
+_ANALYTIC_JPEG = ("djs", "djs_paper", "kornia")
+_ANY = LEARNED_SIMULATORS + FITTED_SIMULATORS
 CODECS: dict[str, Codec] = {c.name: c for c in (
     # JPEG's points keep the paper's names (qf80, "QF 80"), so `dvc metrics diff` pairs them across commits.
     Codec("jpeg", "JPEG", "JPEG", ".jpg", (1, 100), "IJG quality factor (libjpeg's scaled tables)", "jpg",
-          LEARNED_SIMULATORS + _ANALYTIC_JPEG, point_name="qf{quality}", point_label="QF {quality}",
+          _ANY + _ANALYTIC_JPEG, point_name="qf{quality}", point_label="QF {quality}",
           quality_name="quality factor", quality_head="QF",
           simulator_settings=("subsampling",)),
-    Codec("webp", "WebP", "WEBP", ".webp", (1, 100), "libwebp lossy quality", "webp", LEARNED_SIMULATORS),
+    Codec("webp", "WebP", "WEBP", ".webp", (1, 100), "libwebp lossy quality", "webp", _ANY),
     Codec("avif", "AVIF", "AVIF", ".avif", (1, 100), "libavif quality (AV1 intra, 100 = lossless)", "avif",
-          LEARNED_SIMULATORS),
+          _ANY),
     Codec("jpeg2000", "JPEG 2000", "JPEG2000", ".jp2", (20, 80),
-          "OpenJPEG fixed-quality layer: target PSNR in dB (irreversible 9/7 wavelet)", "jpg_2000", LEARNED_SIMULATORS),
+          "OpenJPEG fixed-quality layer: target PSNR in dB (irreversible 9/7 wavelet)", "jpg_2000", _ANY),
     Codec("heic", "HEIC", "HEIF", ".heic", (1, 100), "x265 quality through libheif (HEVC intra)", None,
-          LEARNED_SIMULATORS),
+          _ANY),
 )}
 JPEG = CODECS["jpeg"]  # the paper's codec
 SIMULATORS = tuple(dict.fromkeys(v for c in CODECS.values() for v in c.simulators))

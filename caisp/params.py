@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 from ruamel.yaml.error import YAMLError
 
 from caisp import CaispError
-from caisp.codecs import CODECS, JPEG, LEARNED_SIMULATORS, SIMULATORS, Point, check_quality
+from caisp.codecs import CODECS, FITTED_SIMULATORS, JPEG, LEARNED_SIMULATORS, SIMULATORS, Point, check_quality
 
 CFA = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -115,7 +115,10 @@ class CasParams:
     variants: list[str] = field(default_factory=lambda: ["unet", "acn", "djs"])
     unfrozen: list[str] = field(default_factory=lambda: ["unet"])
     codec_variants: list[str] = field(default_factory=lambda: ["unet", "acn"])
+    baselines: list[str] = field(default_factory=lambda: ["blur", "djs_paper", "kornia"])
+    codec_baselines: list[str] = field(default_factory=lambda: ["blur"])
     residual: bool = True
+    domain: Literal["dct", "pixel"] = "dct"
     djs_terms: int = field(default=9, metadata=_range(0, 100))
     steps: int = field(default=300, metadata=_range(1))
     acn_steps: int = field(default=2000, metadata=_range(1))
@@ -223,6 +226,10 @@ class Params:
     def variants(self, point: Point) -> list[str]:
         """The CAS variants trained (and ISPs fine-tuned) at a training point."""
         return list(self.cas.variants if point.codec == JPEG.name else self.cas.codec_variants)
+
+    def baselines(self, point: Point) -> list[str]:
+        """The simulators scored at a training point beside `variants` (Table 1), never fine-tuned with."""
+        return list(self.cas.baselines if point.codec == JPEG.name else self.cas.codec_baselines)
 
     def codec_settings(self, codec: str) -> dict:
         """Encoder settings of `codec` (everything in its section but the sweep)."""
@@ -334,6 +341,19 @@ def _check_cross_field(p: Params) -> None:
                 _fail(key, f"unknown CAS variant {name!r} (known: {', '.join(SIMULATORS)})")
         if len(set(names)) != len(names):  # DVC would build two stages of one name
             _fail(key, f"repeats a CAS variant: {names}")
+    for key, names, used in (("cas.baselines", p.cas.baselines, p.cas.variants),
+                             ("cas.codec_baselines", p.cas.codec_baselines, p.cas.codec_variants)):
+        for name in names:
+            if name not in SIMULATORS or name in LEARNED_SIMULATORS:
+                _fail(key, f"{name!r} is not an untrained simulator (those: "
+                      f"{', '.join(v for v in SIMULATORS if v not in LEARNED_SIMULATORS)})")
+            if name in used:  # two stages would write its model
+                _fail(key, f"{name!r} is already a fine-tuning simulator in {used}: list it once")
+        if len(set(names)) != len(names):
+            _fail(key, f"repeats a CAS variant: {names}")
+    for name in p.cas.codec_baselines:
+        if name not in FITTED_SIMULATORS:
+            _fail("cas.codec_baselines", f"{name!r} models JPEG only (every codec has: {', '.join(FITTED_SIMULATORS)})")
     for name in p.cas.unfrozen:
         if name not in LEARNED_SIMULATORS:
             _fail("cas.unfrozen", f"{name!r} has no parameters to update")

@@ -156,7 +156,8 @@ def test_matrix_expansion(tmp_path: Path) -> None:
                 f"finetune_codec@{point}-acn", f"finetune_unfrozen_codec@{point}-unet",
                 f"evaluate_codec@{point}-unet", f"evaluate_unfrozen_codec@{point}-unet"} <= names
         assert not [n for n in names if point in n and ("djs" in n or "kornia" in n)]
-    assert len(names) - len(default) == 2 * (1 + 2 + 2 + 1 + 2 + 1)
+        assert f"baseline_cas_codec@{point}-blur" in names
+    assert len(names) - len(default) == 2 * (1 + 2 + 1 + 2 + 1 + 2 + 1)  # encode, cas, blur, finetune..
     # Every stage reads what its item names: the codec stages' commands carry the point.
     lock = json.dumps(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
     assert "--point ${item.point}" in lock and "data/codecs/${item.point}" in lock

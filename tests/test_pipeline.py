@@ -74,7 +74,8 @@ def _tiny(dst: Path) -> None:
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["model"]["base_width"] = 4
     params["train"]["patch"] = 48
-    params["cas"].update(variants=["unet", "djs"], unfrozen=["unet"], steps=3, acn_steps=3)
+    params["qfs"] = [90]  # one JPEG point: the matrices are exercised by the codec experiment below
+    params["cas"].update(variants=["unet", "djs"], unfrozen=["unet"], baselines=["blur"], steps=3, acn_steps=3)
     params["isp"]["steps"] = 4
     params["finetune"]["steps"] = 2
     params["seeds"] = [0, 1]
@@ -92,7 +93,7 @@ def test_whole_pipeline_report_and_experiment(clone):
     _tiny(dst)
     _run(["dvc", "repro"], dst, env)
     assert (dst / "models/isp/pretrained.pt").stat().st_size > 0
-    for kind in ("control-agnostic", "control-identity", "aware-qf90-unet", "aware-qf80-djs",
+    for kind in ("control-agnostic", "control-identity", "aware-qf90-unet", "aware-qf90-djs",
                  "aware-unfrozen-qf90-unet"):
         for seed in (0, 1):
             assert (dst / f"models/isp/{kind}/seed{seed}.pt").stat().st_size > 0
@@ -129,11 +130,11 @@ def test_whole_pipeline_report_and_experiment(clone):
         assert {p.suffix for p in (dst / "data/codecs" / point).iterdir()} == {ext, ".npy", ".csv"}
         assert (dst / f"models/isp/aware-{point}-unet/seed1.pt").stat().st_size > 0
         s = json.loads((dst / f"reports/eval/aware-{point}-unet/summary.json").read_text())
-        assert s["codec"] == point.split("-")[0] and set(s["cross"]) == {"qf80", "qf90", "webp-80", "jpeg2000-37"}
+        assert s["codec"] == point.split("-")[0] and set(s["cross"]) == {"qf90", "webp-80", "jpeg2000-37"}
     rows = pd.read_csv(dst / "reports/eval/controls/per_image.csv")
     assert set(rows.codec) == {"jpeg", "webp", "jpeg2000"}
     report = (dst / "reports/report.md").read_text()
     for text in ("## Other codecs", "### WebP", "### JPEG 2000", "n/a: cannot model WebP", "## Cross-codec",
-                 "under WebP 80", "under QF 80"):
+                 "under WebP 80", "under QF 90"):
         assert text in report, text
     assert (dst / "reports/figures/rd_curve_webp.png").stat().st_size > 0

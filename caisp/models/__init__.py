@@ -2,4 +2,4 @@
 from caisp.models.registry import build, names, register  # noqa: F401
 
 # Importing the modules fills the registry.
-from caisp.models import acn, djs, kornia_jpeg, unet  # noqa: F401,E402
+from caisp.models import acn, blur, djs, kornia_jpeg, unet  # noqa: F401,E402

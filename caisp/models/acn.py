@@ -53,8 +53,18 @@ class ACN(nn.Module):
     trainable = True
 
     def __init__(self, base_width: int = 32, blocks: int = 4, qf: int | None = None,
-                 subsampling: str = "4:2:0", **_: object) -> None:
+                 subsampling: str = "4:2:0", domain: str = "pixel", **_: object) -> None:
         super().__init__()
+        from caisp import CaispError
+
+        if domain not in ("pixel", "dct"):
+            raise CaispError(f"model 'acn': domain must be 'pixel' or 'dct', got {domain!r}")
+        self.domain = domain
+        if domain == "dct":  # blocks as their DCT coefficients, not their pixels (see caisp.models.unet)
+            from caisp.models.unet import BlockDCT, CoefficientMLP
+
+            self.dct = BlockDCT()
+            self.coefficients = CoefficientMLP(3 * BLOCK * BLOCK)
         self.qf, self.subsampling = qf, subsampling  # informational only
         c, k = 4 * int(base_width), 3 * BLOCK * BLOCK
         act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
@@ -78,6 +88,10 @@ class ACN(nn.Module):
         h, w = x.shape[-2:]
         ph, pw = (-h) % BLOCK, (-w) % BLOCK
         xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        if self.domain == "dct":
+            z = self.dct.analyse(xp)
+            r = self.coefficients(z) + self.inverse(self.body(self.transform(torch.cat([z, self._phase(z)], dim=1))))
+            return clamp_st(self.dct.synthesise(z + r.to(z.dtype))[..., :h, :w]).to(x.dtype)
         z = F.pixel_unshuffle(xp - 0.5, BLOCK)
         z = torch.cat([z, self._phase(z)], dim=1)
         r = self.inverse(self.body(self.transform(z)))

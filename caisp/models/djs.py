@@ -91,6 +91,21 @@ def quant_tables(qf: int) -> tuple[torch.Tensor, torch.Tensor]:
     return out[0], out[1]
 
 
+def diffjpeg_tables(qf: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(luma, chroma) float (8, 8) tables as DiffJPEG (hence Invertible-ISP and the paper's DJS) builds
+    them: the Annex K tables times a real factor (libjpeg's scale / 100, without its integer rounding
+    or its clamp to 1..255: at QF 90 a luma step of 16 becomes 3.2, libjpeg's 3), and transposed
+    against the standard's natural order (DiffJPEG defines them with `.T` and indexes coefficients
+    [row frequency, column frequency], as we do)."""
+    if not 1 <= int(qf) <= 99:
+        # At QF 100 the factor is 0: DiffJPEG divides by zero.
+        raise CaispError(f"paper DJS: quality factor qf={qf} outside 1..99")
+    qf = int(qf)
+    factor = (5000 / qf if qf < 50 else 200 - 2 * qf) / 100
+    return tuple(torch.tensor(base, dtype=torch.float32).T.contiguous() * factor
+                 for base in (LUMA_BASE, CHROMA_BASE))  # type: ignore[return-value]
+
+
 def dct_matrix(n: int = 8) -> torch.Tensor:
     """Orthonormal DCT-II matrix D (n, n): coefficients = D @ block @ D.T."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
@@ -149,13 +164,16 @@ class DJS(nn.Module):
     trainable = False
 
     def __init__(self, qf: int = 90, subsampling: str = "4:2:0", terms: int = 9,
-                 upsample: str = "bilinear", **_: object) -> None:
+                 upsample: str = "bilinear", tables: str = "libjpeg", **_: object) -> None:
         super().__init__()
         if upsample not in ("bilinear", "nearest"):
             raise CaispError(f"DJS upsample={upsample!r}: expected 'bilinear' or 'nearest'")
+        if tables not in ("libjpeg", "diffjpeg"):
+            raise CaispError(f"DJS tables={tables!r}: expected 'libjpeg' or 'diffjpeg'")
         self.qf, self.subsampling, self.terms, self.upsample = int(qf), subsampling, int(terms), upsample
+        self.tables = tables
         self.factor = parse_subsampling(subsampling)
-        luma, chroma = quant_tables(self.qf)
+        luma, chroma = quant_tables(self.qf) if tables == "libjpeg" else diffjpeg_tables(self.qf)
         # Non-persistent: nothing to learn or to checkpoint, but they follow .to(device); the tables
         # stay int64 so that a module-wide .to(dtype) cannot touch them (use autocast, not .to(bf16)).
         self.register_buffer("q_luma", luma, persistent=False)
@@ -166,7 +184,7 @@ class DJS(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"qf={self.qf}, subsampling={self.subsampling!r}, terms={self.terms}, "
-                f"upsample={self.upsample!r}")
+                f"upsample={self.upsample!r}, tables={self.tables!r}")
 
     def _code(self, plane: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Level-shifted samples -> DCT -> quantise (Fourier rounding) -> dequantise -> IDCT."""
@@ -203,3 +221,13 @@ class DJS(nn.Module):
             rgb = torch.einsum("ij,bjhw->bihw", self.ycc2rgb.to(dt), ycc) / 255.0
             rgb = clamp_st(rgb[..., :h, :w])
         return rgb.to(out_dtype)
+
+
+@register("djs_paper")
+def djs_paper(qf: int = 90, subsampling: str = "4:2:0", terms: int = 9, **_: object) -> DJS:
+    """The paper's DJS, Invertible-ISP's (from DiffJPEG): DiffJPEG's real-valued, transposed tables
+    (`diffjpeg_tables`), chroma upsampled by pixel repetition, Fourier-series rounding, no rounding to
+    8 bits; 4:2:0 only, as DiffJPEG. Table 1 sets it beside ours (libjpeg's tables and upsampling)."""
+    if parse_subsampling(subsampling) != (2, 2):
+        raise CaispError(f"CAS 'djs_paper' simulates 4:2:0 chroma only (as DiffJPEG); got subsampling={subsampling!r}")
+    return DJS(qf, subsampling, terms, upsample="nearest", tables="diffjpeg")

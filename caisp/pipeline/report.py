@@ -96,6 +96,27 @@ def _curves(point: Point, variant: str) -> dict:
     return curves
 
 
+def _cas_curves(p: Params, cas_tables: dict) -> tuple[dict, dict]:
+    """JPEG's learned simulators' validation curves {qf: {variant: (step, psnr)}} and, on the same
+    photos, the values of the identity, the blur and the analytic simulators {qf: {name: dB}}."""
+    import pandas as pd
+
+    curves: dict = {}
+    refs: dict = {}
+    for pt in (q for q in p.points if q.codec == JPEG.name):
+        for v in p.variants(pt) + p.baselines(pt):
+            s = cas_tables.get(layout.cas_report_dir(pt, v).name) or {}
+            gate = s.get("gate") or {}
+            tsv = layout.train_log(layout.Run(layout.CAS, pt, v)) / "plots" / "metrics" / "val" / "psnr.tsv"
+            if tsv.is_file():
+                curves.setdefault(pt.quality, {})[v] = pd.read_csv(tsv, sep="\t")
+            elif "val_psnr" in gate and v != "blur":
+                refs.setdefault(pt.quality, {})[v] = gate["val_psnr"]
+            if "val_identity" in gate:
+                refs.setdefault(pt.quality, {}).update(identity=gate["val_identity"], blur=gate["val_blur"])
+    return curves, refs
+
+
 def run_report(p: Params) -> Path:
     """reports/report.md: the paper's Tables 1-3 and Figures 4-5 re-made from this run, with the
     operating point, every control, seeds and intervals, a section per other codec and the cross-codec
@@ -120,12 +141,14 @@ def run_report(p: Params) -> Path:
     # dropped) stay on disk when their stages leave dvc.yaml's matrices.
     runs = layout.aware_runs(p)
     summaries = {k: v for k, v in _read_summaries(layout.REPORTS / "eval").items() if k in {r.name for r in runs}}
-    cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items()
-                  if k in {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}}
+    simulators = {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}
+    simulators |= {layout.cas_report_dir(pt, v).name for pt in p.points for v in p.baselines(pt)}
+    cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in simulators}
     head = headline(summaries, cas_tables=cas_tables)
     setup = _setup_text(p)
     path = write_report(layout.REPORTS, cas_tables=cas_tables, isp_summaries=summaries, headline_text=head,
                         ablation=ablation, rd=rd, curves=_curves(point, variant),
-                        examples=_figure4_examples(p, point, variant), setup=setup, codec_rd=codec_rd)
+                        examples=_figure4_examples(p, point, variant), setup=setup, codec_rd=codec_rd,
+                        cas_curves=_cas_curves(p, cas_tables))
     _update_readme_headline(head + "\n\n" + setup)
     return path
