@@ -136,6 +136,20 @@ class PhaseUNet(nn.Module):
         return x + self.unet(torch.cat([x, ph], 1))
 
 
+class LinearCAS(nn.Module):
+    """g(y) = y + conv5x5(y), zero-initialised: the smallest model that holds the fitted blur. How fast
+    it learns what it can represent measures the conditioning of learning JPEG from pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 3, 5, padding=2, padding_mode="reflect")
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return x + self.head(x)
+
+
 # --- configurations -------------------------------------------------------------------------------
 
 @dataclass
@@ -154,7 +168,8 @@ class Cfg:
     phase: bool = False
     eps: float = 1e-8           # Adam eps (torch default)
     init: str = "torch"         # torch: PyTorch's default conv init; kaiming: He normal (LeakyReLU 0.2 gain), zero biases
-    domain: str = "pixel"       # pixel: the paper's U-Net on RGB; dct: caisp's CAS-Net on block-DCT coefficients
+    domain: str = "pixel"       # pixel: the paper's U-Net on RGB; dct: caisp's CAS-Net on block-DCT coefficients;
+                                # linear: y + a 5x5 linear filter of y (zero-initialised), which can represent the blur
     val_every: int = 50
     test: bool = False
     note: str = ""
@@ -173,6 +188,8 @@ def loss_fn(kind: str, pred, target):
 
 def build(cfg: Cfg) -> nn.Module:
     torch.manual_seed(0)
+    if cfg.domain == "linear":
+        return LinearCAS()
     if cfg.domain == "dct":  # the pipeline's default CAS-Net (caisp.pipeline.cas.cas_config)
         return CASUNet(cfg.width, domain="dct", init="kaiming")
     m = PhaseUNet(cfg.width) if cfg.phase else CASUNet(cfg.width)
@@ -217,7 +234,7 @@ def train(cfg: Cfg, data: Data, ident: dict) -> dict:
         loss = loss_fn(cfg.loss, pred, c)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if step <= 20:
+        if step <= 20 and hasattr(model, "encoders"):
             enc0 = model.encoders[0][0].weight
             bott = model.bottleneck[0].weight
             tot = float(torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None)))
