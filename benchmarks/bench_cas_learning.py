@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -40,7 +39,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 from caisp.data.codec import jpeg_roundtrip  # noqa: E402
 from caisp.evaluate import psnr_u8  # noqa: E402
-from caisp.models.unet import CASUNet, UNet  # noqa: E402
+from caisp.models.blur import gaussian_blur  # noqa: E402
+from caisp.models.unet import CASUNet  # noqa: E402
 from caisp.params import load_params  # noqa: E402
 from caisp.train import lr_factor  # noqa: E402
 
@@ -110,32 +109,6 @@ def u8(x: torch.Tensor) -> np.ndarray:
 
 # --- models ---------------------------------------------------------------------------------------
 
-def phase_channels(h: int, w: int) -> torch.Tensor:
-    """(18, h, w): one-hot row mod 8 (8), one-hot col mod 8 (8), (row mod 16 >= 8), (col mod 16 >= 8)."""
-    r, c = torch.arange(h), torch.arange(w)
-    rows = F.one_hot(r % 8, 8).T.float()[:, :, None].expand(8, h, w)
-    cols = F.one_hot(c % 8, 8).T.float()[:, None, :].expand(8, h, w)
-    pr = ((r % 16) >= 8).float()[None, :, None].expand(1, h, w)
-    pc = ((c % 16) >= 8).float()[None, None, :].expand(1, h, w)
-    return torch.cat([rows, cols, pr, pc])
-
-
-class PhaseUNet(nn.Module):
-    """g(y) = y + UNet([y, phase(y)]): the U-Net told where each pixel sits in its 8x8 / 16x16 block
-    (images and crops start on the 16-grid, so the phase of pixel (i, j) is (i mod 16, j mod 16))."""
-
-    def __init__(self, base_width: int):
-        super().__init__()
-        self.unet = UNet(base_width, in_channels=3 + 18, out_channels=3, residual=False)
-        nn.init.zeros_(self.unet.head.weight)
-        nn.init.zeros_(self.unet.head.bias)
-        self.head, self.encoders, self.bottleneck = self.unet.head, self.unet.encoders, self.unet.bottleneck
-
-    def forward(self, x):
-        ph = phase_channels(*x.shape[-2:]).to(x)[None].expand(x.shape[0], -1, -1, -1)
-        return x + self.unet(torch.cat([x, ph], 1))
-
-
 class LinearCAS(nn.Module):
     """g(y) = y + conv5x5(y), zero-initialised: the smallest model that holds the fitted blur. How fast
     it learns what it can represent measures the conditioning of learning JPEG from pixels."""
@@ -192,12 +165,8 @@ def build(cfg: Cfg) -> nn.Module:
         return LinearCAS()
     if cfg.domain == "dct":  # the pipeline's default CAS-Net (caisp.pipeline.cas.cas_config)
         return CASUNet(cfg.width, domain="dct", init="kaiming")
-    m = PhaseUNet(cfg.width) if cfg.phase else CASUNet(cfg.width)
-    if cfg.init == "kaiming":
-        for mod in m.modules():
-            if isinstance(mod, nn.Conv2d) and mod is not m.head:
-                nn.init.kaiming_normal_(mod.weight, a=0.2, nonlinearity="leaky_relu")
-                nn.init.zeros_(mod.bias)
+    # phase: caisp.models.unet.block_phase's 18 channels beside RGB; kaiming: He init, head still zero
+    m = CASUNet(cfg.width, phase=cfg.phase, init="kaiming" if cfg.init == "kaiming" else "default")
     if cfg.head == "random":
         nn.init.normal_(m.head.weight, std=0.01)
     return m
@@ -263,26 +232,13 @@ def train(cfg: Cfg, data: Data, ident: dict) -> dict:
 
 # --- baselines and direct checks ------------------------------------------------------------------
 
-def gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma <= 0:
-        return x
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    g = torch.exp(-t * t / (2 * sigma * sigma))
-    g = g / g.sum()
-    C = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-    return F.conv2d(x, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
-
-
 def baselines(data: Data, n_crops: int) -> dict:
     gen = torch.Generator().manual_seed(123)
     ys, cs = data.batch(gen, n_crops, 96, False, [])
     sigmas = [0.0] + [round(0.3 + 0.05 * i, 2) for i in range(19)]
     fit = []
     for s in sigmas:
-        b = gauss_blur(ys, s)
+        b = gaussian_blur(ys, s)
         fit.append((s, float((b - cs).abs().mean()), float((b - cs).pow(2).mean()),
                     float((b.mul(255).round().div(255) - cs).abs().mean())))
     s_l1 = min(fit, key=lambda r: r[1])[0]
@@ -290,9 +246,9 @@ def baselines(data: Data, n_crops: int) -> dict:
     ev = lambda f, items: float(np.mean([psnr_u8(u8(f(t_of(y))), c) for _, y, c in items]))  # noqa: E731
     out = dict(fit=fit, sigma_l1=s_l1, sigma_l2=s_l2)
     out["identity"] = dict(val=ev(lambda x: x, data.val), test=ev(lambda x: x, data.test))
-    out["blur"] = dict(val=ev(lambda x: gauss_blur(x, s_l1), data.val), test=ev(lambda x: gauss_blur(x, s_l1), data.test))
-    out["blur_l2"] = dict(val=ev(lambda x: gauss_blur(x, s_l2), data.val), test=ev(lambda x: gauss_blur(x, s_l2), data.test))
-    out["blur06"] = dict(val=ev(lambda x: gauss_blur(x, 0.6), data.val), test=ev(lambda x: gauss_blur(x, 0.6), data.test))
+    out["blur"] = dict(val=ev(lambda x: gaussian_blur(x, s_l1), data.val), test=ev(lambda x: gaussian_blur(x, s_l1), data.test))
+    out["blur_l2"] = dict(val=ev(lambda x: gaussian_blur(x, s_l2), data.val), test=ev(lambda x: gaussian_blur(x, s_l2), data.test))
+    out["blur06"] = dict(val=ev(lambda x: gaussian_blur(x, 0.6), data.val), test=ev(lambda x: gaussian_blur(x, 0.6), data.test))
     try:
         from caisp import models
         djs = models.build("djs", qf=data.qf, subsampling="4:2:0", terms=9).eval()

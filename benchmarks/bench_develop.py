@@ -50,6 +50,11 @@ def make_raw(path: Path) -> None:
     write_dng(path, np.asarray(photo), seed=1, noise=True)
 
 
+def _config(width: int) -> dict:
+    """The checkpoint config of both benchmark nets: an ISP-Net of `width` for white-balanced RGGB input."""
+    return {"type": "isp_net", "kwargs": {"base_width": width}, "qf": 90, "input_norm": "wb", "cfa": "RGGB"}
+
+
 def make_checkpoint(path: Path, width: int) -> None:
     import torch
 
@@ -57,9 +62,7 @@ def make_checkpoint(path: Path, width: int) -> None:
     from caisp.models import build
 
     torch.manual_seed(0)
-    config = {"type": "isp_net", "kwargs": {"base_width": width}, "qf": 90, "input_norm": "wb",
-              "cfa": "RGGB"}
-    save_model(path, build("isp_net", **config["kwargs"]), config)
+    save_model(path, build("isp_net", base_width=width), _config(width))
 
 
 def make_attentive_checkpoint(path: Path, width: int) -> None:
@@ -70,8 +73,7 @@ def make_attentive_checkpoint(path: Path, width: int) -> None:
 
     from caisp.checkpoint import save_model
 
-    config = {"type": "isp_net", "kwargs": {"base_width": width}, "qf": 90, "input_norm": "wb", "cfa": "RGGB"}
-    save_model(path, train_attentive_isp_net(width)[0], config)
+    save_model(path, train_attentive_isp_net(width)[0], _config(width))
 
 
 def child(raw: Path, ckpt: Path, tile: int, overlap: int, out: Path, threads: int | None,
