@@ -1,6 +1,6 @@
 """Colour of `caisp develop` against LibRaw on real camera raws.
 
-    python benchmarks/bench_colour.py --model models/isp/aware-qf90-djs/seed0.pt [RAW ...] [--tile 512]
+    python benchmarks/bench_colour.py --model models/isp/today/pretrained/seed0.pt [RAW ...] [--tile 512]
 
 Each raw (default: the files in ../shared/raw-samples; non-Bayer sensors are skipped with a note) is
 developed with `caisp.develop.develop_raw` and rendered by LibRaw with `use_camera_wb=True,

@@ -1,6 +1,6 @@
 """How far tiled inference with whole-image channel-attention statistics lands from one whole-image pass.
 
-    python benchmarks/bench_stats_sample.py --model models/isp/pretrained.pt [--tols 1e-2 1e-3 1e-4]
+    python benchmarks/bench_stats_sample.py --model models/isp/today/pretrained/seed0.pt [--tols 1e-2 1e-3 1e-4]
 
 `caisp develop` gathers the whole image's attention means while it computes the tiles and computes
 again the tiles whose attention weights then prove off by more than a tolerance

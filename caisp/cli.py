@@ -1,5 +1,6 @@
 """`caisp` console entry point: `caisp develop` (raw -> JPEG with a trained ISP-Net) and
-`caisp params` (validate params.yaml), `caisp ablation` (Table 3 from DVC experiments)."""
+`caisp params` (validate params.yaml), `caisp record` (keep a `dvc exp run`'s results in git, for the
+report's operating-point axis and Table 3)."""
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,12 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ablation(args: argparse.Namespace) -> int:
-    from caisp.ablation import write_ablation
+def _record(args: argparse.Namespace) -> int:
+    from caisp.experiments import record
 
-    df = write_ablation()
-    print(df.to_string(index=False) if len(df) else "no experiment has evaluation metrics yet")
-    print("wrote reports/ablation.csv; `dvc repro report` puts it into reports/report.md")
+    out = record(args.name, args.command_line)
+    print(f"recorded the experiment's results in {out}; commit it, restore the default "
+          "(git checkout params.yaml dvc.lock && dvc checkout), then `dvc repro report` reads it")
     return 0
 
 
@@ -37,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("path", nargs="?", default="params.yaml")
     pp.add_argument("--show", action="store_true", help="print every parameter with its value")
     pp.set_defaults(func=_params)
-    ab = sub.add_parser("ablation", help="collect the lambda ablation (Table 3) from `dvc exp show` "
-                        "into reports/ablation.csv")
-    ab.set_defaults(func=_ablation)
+    rec = sub.add_parser("record", help="after `dvc exp run`, copy its evaluation summaries, params and "
+                         "report into reports/experiments/NAME (committed; the report reads them)")
+    rec.add_argument("name", help="the record's folder name, e.g. regime-today or lambda-1-1")
+    rec.add_argument("--command", dest="command_line", required=True,
+                     help="the dvc exp run command that produced it (kept as provenance)")
+    rec.set_defaults(func=_record)
     return ap
 
 

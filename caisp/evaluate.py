@@ -18,7 +18,7 @@ from caisp.models.unet import pad_to_multiple
 
 Codec = tuple[Callable[[np.ndarray, int], bytes], Callable[[bytes], np.ndarray]]
 # One row per (model, seed, photo, point). `qf` is the quality on the codec's own scale (JPEG's quality
-# factor, WebP's quality, ...); `seed` the fine-tuning seed (empty for the pretrained ISP, which has none).
+# factor, WebP's quality, ...); `seed` the fine-tuning seed (empty for a pretrained ISP that every seed shares).
 # psnr = PSNR(c(f(x)), c(y)), the paper's; psnr_y = PSNR(c(f(x)), y); psnr_before = PSNR(f(x), y), before
 # the codec; bpp_gt and psnr_gt = PSNR(c(y), y): the compressed ground truth's own rate and loss.
 ISP_COLUMNS = ["model", "seed", "stem", "codec", "qf", "psnr", "ssim", "bpp", "psnr_y", "psnr_before", "bpp_gt",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,18 @@ class IspParams:
 
 
 @dataclass
+class RegimeParams:
+    """One ISP regime of the operating-point axis: what the pretrained (compression-agnostic) ISP sees
+    and how long it trains, as overrides of `model` and `isp` (null: theirs)."""
+    input_norm: Optional[Literal["camera", "wb", "none"]] = None
+    tone_prior: Optional[bool] = None
+    steps: Optional[int] = field(default=None, metadata=_range(1))
+    # true: fine-tuning seed s starts from its own pretrained ISP (pretrained with seed s), so that the
+    # intervals over seeds also cover the pretraining; false: every seed starts from one (seed `seed`)
+    pretrain_per_seed: bool = False
+
+
+@dataclass
 class FinetuneParams:
     steps: int = field(default=100, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
@@ -205,10 +218,16 @@ class Params:
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     codecs: CodecsParams = field(default_factory=CodecsParams)
+    regimes: dict[str, RegimeParams] = field(default_factory=lambda: {
+        "paper": RegimeParams(input_norm="wb", steps=200, pretrain_per_seed=True),
+        "mid": RegimeParams(steps=100), "today": RegimeParams()})
+    isp_regimes: list[str] = field(default_factory=lambda: ["paper", "today"])
+    aware_regimes: list[str] = field(default_factory=lambda: ["paper"])
 
     def __post_init__(self) -> None:
         _check_cross_field(self)
         _check_experiment(self)
+        _check_regimes(self)
         try:
             _check_codecs(self)
         except CaispError as e:  # codec checks name the key; say it is a parameter, as the others do
@@ -242,6 +261,24 @@ class Params:
         base = self.evaluate.sweep_qfs if codec == JPEG.name else getattr(self.codecs, codec).sweep
         return sorted(set(base) | {pt.quality for pt in self.points if pt.codec == codec})
 
+    def regime(self, name: str) -> "Params":
+        """These params as regime `name` sees them: its overrides of `model` and `isp` applied."""
+        if name not in self.regimes:
+            _fail("regimes", f"no regime {name!r} (defined: {', '.join(self.regimes)})")
+        r = self.regimes[name]
+        model = dataclasses.replace(self.model, **{k: v for k, v in (("input_norm", r.input_norm),
+                                                                     ("tone_prior", r.tone_prior)) if v is not None})
+        isp = dataclasses.replace(self.isp, steps=r.steps if r.steps is not None else self.isp.steps)
+        return dataclasses.replace(self, model=model, isp=isp)
+
+    def pretrain_seeds(self, regime: str) -> list[int]:
+        """The seeds regime `regime`'s ISP is pretrained with (one model each)."""
+        return list(self.seeds) if self.regimes[regime].pretrain_per_seed else [self.seed]
+
+    def pretrain_seed(self, regime: str, seed: int) -> int:
+        """The pretrained ISP fine-tuning seed `seed` starts from in `regime`."""
+        return seed if self.regimes[regime].pretrain_per_seed else self.seed
+
     @property
     def eval_points(self) -> list[Point]:
         """Where every ISP is evaluated: the sweep of each codec that has a training point."""
@@ -267,6 +304,16 @@ def _convert(key: str, tp: Any, value: Any, meta: dict, base: Path) -> Any:
         if value not in args:
             _fail(key, f"{value!r} is not one of {', '.join(map(repr, args))}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not value:
+            _fail(key, f"must be a non-empty mapping, got {value!r}")
+        out = {}
+        for name, v in value.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                _fail(f"{key}.{name}", "a name must be lower-case letters, digits and _ (it names stages "
+                      "and folders), starting with a letter")
+            out[name] = _convert(f"{key}.{name}", args[1], v, meta, base)
+        return out
     if origin is list:
         if not isinstance(value, list):
             _fail(key, f"must be a list, got {value!r}")
@@ -344,9 +391,8 @@ def _check_cross_field(p: Params) -> None:
     for key, names, used in (("cas.baselines", p.cas.baselines, p.cas.variants),
                              ("cas.codec_baselines", p.cas.codec_baselines, p.cas.codec_variants)):
         for name in names:
-            if name not in SIMULATORS or name in LEARNED_SIMULATORS:
-                _fail(key, f"{name!r} is not an untrained simulator (those: "
-                      f"{', '.join(v for v in SIMULATORS if v not in LEARNED_SIMULATORS)})")
+            if name not in SIMULATORS:
+                _fail(key, f"unknown CAS variant {name!r} (known: {', '.join(SIMULATORS)})")
             if name in used:  # two stages would write its model
                 _fail(key, f"{name!r} is already a fine-tuning simulator in {used}: list it once")
         if len(set(names)) != len(names):
@@ -386,6 +432,21 @@ def _check_experiment(p: Params) -> None:
         _fail("seeds", "must list at least one fine-tuning seed")
     if len(set(p.seeds)) != len(p.seeds):
         _fail("seeds", f"repeats a seed: {p.seeds}")
+
+
+def _check_regimes(p: Params) -> None:
+    """The operating-point axis: every regime named is defined; fine-tuned regimes are pretrained."""
+    for key, names in (("isp_regimes", p.isp_regimes), ("aware_regimes", p.aware_regimes)):
+        if not names:
+            _fail(key, "must name at least one regime")
+        for i, name in enumerate(names):
+            if name not in p.regimes:
+                _fail(f"{key}[{i}]", f"{name!r} is not a regime (defined in regimes: {', '.join(p.regimes)})")
+        if len(set(names)) != len(names):  # DVC would build two stages of one name
+            _fail(key, f"repeats a regime: {names}")
+    for name in p.aware_regimes:
+        if name not in p.isp_regimes:
+            _fail("aware_regimes", f"{name!r} is fine-tuned but not pretrained: add it to isp_regimes {p.isp_regimes}")
 
 
 def _check_codecs(p: Params) -> None:
@@ -471,6 +532,8 @@ def to_dict(p: Any) -> Any:
         return {f.name: to_dict(getattr(p, f.name)) for f in dataclasses.fields(p)}
     if isinstance(p, list):
         return [to_dict(v) for v in p]
+    if isinstance(p, dict):
+        return {k: to_dict(v) for k, v in p.items()}
     if isinstance(p, Path):
         return str(p)
     return p

@@ -368,36 +368,149 @@ def _gate_flag(gate: Mapping | None) -> str:
             f"the identity-g control.")
 
 
-def table3(ablation: pd.DataFrame | None) -> str:
-    """ablation: columns qf, variant, lambda_isp, lambda_comp, psnr, bpp (one row per run)."""
+def _measured_rows(entries: Sequence[Mapping]) -> pd.DataFrame:
+    """One row per (source, regime, λ, QF, CAS) of frozen aware JPEG runs, from `entries` (each: source,
+    regime, lambda_isp, lambda_comp, summaries {run: evaluate summary}, pretrain {metrics}): the agnostic
+    ISP's operating point and the aware gains against the pretrained ISP and the fine-tuned control."""
     rows = []
-    have = ablation is not None and not ablation.empty
+    for e in entries:
+        for s in _configs(e.get("summaries"), JPEG.name):
+            if not s.get("frozen", True):
+                continue
+            models, vs = s.get("models") or {}, s.get("vs") or {}
+            row = {"source": e["source"], "regime": e["regime"], "lambda_isp": float(e["lambda_isp"]),
+                   "lambda_comp": float(e["lambda_comp"]), "qf": int(s["qf"]), "variant": s["variant"],
+                   "n_photos": s.get("n_photos"), "n_seeds": s.get("n_seeds"),
+                   "pretrain_per_seed": bool((e.get("pretrain") or {}).get("per_seed", False))}
+            for kind, pre in (("pretrained", "pre"), ("agnostic", "ctrl"), ("aware", "aware")):
+                m = models.get(kind) or {}
+                row[f"{pre}_psnr"], row[f"{pre}_psnr_before"], row[f"{pre}_bpp"] = (
+                    m.get("psnr"), m.get("psnr_before"), m.get("bpp"))
+            for kind, pre in (("pretrained", "d_pre"), ("agnostic", "d_ctrl"), ("identity", "d_id")):
+                d = vs.get(kind) or {}
+                for stat, key in (("d_psnr", ""), ("d_specific", "_spec"), ("d_bpp_pct", "_bpp")):
+                    b = d.get(stat) or {}
+                    for part in ("mean", "lo", "hi"):
+                        row[f"{pre}{key}_{part}"] = b.get(part)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ci_row(row: Mapping, pre: str, digits: int = 2) -> str:
+    return _ci({"mean": row.get(f"{pre}_mean"), "lo": row.get(f"{pre}_lo"), "hi": row.get(f"{pre}_hi")}, digits)
+
+
+# The paper's agnostic ISP and its aware − agnostic gain per QF and CAS (Table 2, frozen CAS).
+def paper_gains() -> list[dict]:
+    out = []
+    for qf, t in PAPER[JPEG.name]["table2"].items():
+        for v, pv in t["frozen"].items():
+            if pv is not None:
+                out.append({"qf": qf, "variant": v, "agnostic": t["agnostic"][0], "gain": pv[0] - t["agnostic"][0]})
+    return out
+
+
+def axis_table(rows: pd.DataFrame) -> str:
+    """The operating-point axis: per regime, QF and CAS, the agnostic ISP's PSNR(c(f(x)), c(y)) and
+    the aware gain against the pretrained ISP (the paper's comparison) and against the fine-tuned
+    control, with the compression-specific part of the latter."""
+    if rows is None or rows.empty:
+        return DASH
+    out = []
+    for _, r in rows.sort_values(["pre_psnr", "qf", "variant"]).iterrows():
+        out.append([r.regime, r.source, str(r.qf), VARIANT_NAMES.get(r.variant, r.variant),
+                    _num(r.pre_psnr, 2), _num(r.pre_bpp, 3), _ci_row(r, "d_pre"), _ci_row(r, "d_ctrl"),
+                    _ci_row(r, "d_ctrl_spec"), _ci_row(r, "d_id"),
+                    f"{r.n_photos} × {r.n_seeds}" + (" (own pretraining each)" if r.pretrain_per_seed else "")])
+    for g in paper_gains():
+        out.append(["the paper", "Uhm et al. Table 2", str(g["qf"]), VARIANT_NAMES[g["variant"]],
+                    f"{g['agnostic']:.2f}", _num(PAPER[JPEG.name]["table2"][g["qf"]]["agnostic"][1], 3),
+                    f"{g['gain']:+.2f}", "not run", "not run", "not run", "73 photos × 1"])
+    return _table(["regime", "measured by", "QF", "CAS", "agnostic ISP PSNR(c(f(x)), c(y))", "its BPP",
+                   "aware − pretrained ISP [95 % CI]", "aware − fine-tuned control", "of which compression-specific",
+                   "aware − identity-g control", "test photos × seeds"], out)
+
+
+def axis_figure(rows: pd.DataFrame, path: Path) -> None:
+    """Aware − pretrained ISP and aware − fine-tuned control against the agnostic ISP's PSNR, per CAS
+    and QF, with 95 % intervals; the paper's points on the first panel."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    markers = {"unet": "o", "acn": "s", "djs": "^", "kornia": "D"}
+    colours = {80: "tab:blue", 90: "tab:orange"}
+    for ax, pre, title in ((axes[0], "d_pre", "aware − pretrained ISP (the paper's comparison)"),
+                           (axes[1], "d_ctrl", "aware − fine-tuned control (λ_comp = 0, same steps)")):
+        for _, r in rows.iterrows():
+            y, lo, hi = (float(r[f"{pre}_{k}"]) if _finite(r[f"{pre}_{k}"]) else np.nan for k in ("mean", "lo", "hi"))
+            x = float(r.pre_psnr) + (0.08 if r.qf == 90 else -0.08)  # QFs side by side
+            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt=markers.get(r.variant, "x"),
+                        color=colours.get(int(r.qf), "k"), ms=6, capsize=3,
+                        label=f"QF {r.qf}, {VARIANT_NAMES.get(r.variant, r.variant)}")
+        if pre == "d_pre":
+            for g in paper_gains():
+                ax.plot([g["agnostic"]], [g["gain"]], markers.get(g["variant"], "x"), mfc="none",
+                        color=colours.get(g["qf"], "k"), ms=9, mew=1.5,
+                        label=f"paper QF {g['qf']}, {VARIANT_NAMES[g['variant']]}")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("agnostic (pretrained) ISP: PSNR(c(f(x)), c(y)) [dB] on the test photos")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("ΔPSNR(c(f(x)), c(y)) [dB]")
+    handles, labels = axes[0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    axes[0].legend(uniq.values(), uniq.keys(), fontsize=6, ncol=2)
+    _save(fig, path)
+
+
+def axis_headline(rows: pd.DataFrame, regime: str) -> str:
+    """At regime `regime`'s operating point: does the paper's gain against the pretrained ISP appear,
+    and how much of it remains against the fine-tuned control."""
+    at = rows[rows.regime == regime] if rows is not None and not rows.empty else pd.DataFrame()
+    if at.empty:
+        return DASH
+    ops = ", ".join(f"QF {qf}: {_num(g.pre_psnr.iloc[0], 2)} dB at {_num(g.pre_bpp.iloc[0], 3)} bpp"
+                    for qf, g in at.groupby("qf"))
+    r0 = at.iloc[0]
+    lines = [f"At the paper's operating point (regime `{regime}`: agnostic ISP PSNR(c(f(x)), c(y)) {ops}; "
+             f"paper: 35.54 dB at 0.541 bpp at QF 80, 35.88 dB at 0.900 bpp at QF 90), mean over "
+             f"{r0.n_photos} test photos × {r0.n_seeds} seeds"
+             + (", each seed with its own pretraining" if r0.pretrain_per_seed else "") + ", 95 % intervals:", ""]
+    paper = {(g["qf"], g["variant"]): g["gain"] for g in paper_gains()}
+    for _, r in at.sort_values(["qf", "variant"]).iterrows():
+        pg = paper.get((int(r.qf), r.variant))
+        lines.append(f"- QF {r.qf}, {VARIANT_NAMES.get(r.variant, r.variant)}: aware − pretrained ISP "
+                     f"{_ci_row(r, 'd_pre')} dB" + (f" (paper {pg:+.2f} dB)" if pg is not None else "")
+                     + f"; aware − fine-tuned control {_ci_row(r, 'd_ctrl')} dB, of which compression-specific "
+                     f"{_ci_row(r, 'd_ctrl_spec')} dB; ΔBPP against the control {_ci_row(r, 'd_ctrl_bpp')} %.")
+    return "\n".join(lines)
+
+
+def table3(rows: pd.DataFrame | None, regime: str | None = None) -> str:
+    """Table 3 (λ ablation) at `regime`: the frozen aware ISP's PSNR(c(f(x)), c(y)) / BPP per (λ_isp,
+    λ_comp), its gain against the fine-tuned control with a 95 % interval, beside the paper's."""
+    at = pd.DataFrame() if rows is None or rows.empty else rows[rows.regime == regime] if regime else rows
+    out = []
+    known = set()
     for qf in sorted(PAPER[JPEG.name]["table3"]):
         for (li, lc), paper in PAPER[JPEG.name]["table3"][qf].items():
             for v in ("unet", "acn", "djs"):
-                ours = DASH
-                if have:
-                    sel = ablation[(ablation.qf.astype(int) == qf) & (ablation.variant == v)
-                                   & np.isclose(ablation.lambda_isp.astype(float), li)
-                                   & np.isclose(ablation.lambda_comp.astype(float), lc)]
-                    if len(sel):
-                        ours = _pair(sel.psnr.mean(), sel.bpp.mean(), 2, 3)
-                rows.append([str(qf), f"{li:g}", f"{lc:g}", VARIANT_NAMES[v], ours, _paper(paper[v], 3)])
-    if have:  # our settings the paper did not run
-        known = {(qf, li, lc, v) for qf, t in PAPER[JPEG.name]["table3"].items() for (li, lc), d in t.items() for v in d}
-        for (qf, v, li, lc), g in ablation.groupby(["qf", "variant", "lambda_isp", "lambda_comp"]):
-            if (int(qf), float(li), float(lc), v) not in known:
-                rows.append([str(int(qf)), f"{float(li):g}", f"{float(lc):g}", VARIANT_NAMES.get(v, v),
-                             _pair(g.psnr.mean(), g.bpp.mean(), 2, 3), "n/a"])
-    text = _table(["QF", "λ_isp", "λ_comp", "CAS", "ours PSNR / BPP", "paper PSNR / BPP"], rows)
-    if not have:
-        text += ("\n\nOur columns are empty: no ablation runs yet. Queue and run them with DVC experiments, e.g.\n\n"
-                 "```\n"
-                 "dvc exp run --queue -S lambda_isp=1 -S lambda_comp=1\n"
-                 "dvc exp run --queue -S lambda_isp=1 -S lambda_comp=0.1\n"
-                 "dvc exp run --queue -S lambda_isp=0.1 -S lambda_comp=1\n"
-                 "dvc exp run --run-all\n"
-                 "```\n\nthen collect `dvc exp show --csv` into the ablation frame.")
+                known.add((qf, li, lc, v))
+                sel = at[(at.qf == qf) & (at.variant == v) & np.isclose(at.lambda_isp, li)
+                         & np.isclose(at.lambda_comp, lc)] if len(at) else at
+                r = sel.iloc[0] if len(sel) else {}
+                out.append([str(qf), f"{li:g}", f"{lc:g}", VARIANT_NAMES[v],
+                            _pair(r.get("aware_psnr"), r.get("aware_bpp"), 2, 3) if len(sel) else DASH,
+                            _ci_row(r, "d_ctrl") if len(sel) else DASH, _paper(paper[v], 3)])
+    for _, r in at.iterrows():  # our settings the paper did not run
+        if (int(r.qf), float(r.lambda_isp), float(r.lambda_comp), r.variant) not in known:
+            out.append([str(r.qf), f"{r.lambda_isp:g}", f"{r.lambda_comp:g}", VARIANT_NAMES.get(r.variant, r.variant),
+                        _pair(r.aware_psnr, r.aware_bpp, 2, 3), _ci_row(r, "d_ctrl"), "n/a"])
+    text = _table(["QF", "λ_isp", "λ_comp", "CAS", "ours PSNR / BPP", "ours − fine-tuned control [95 % CI]",
+                   "paper PSNR / BPP"], out)
+    if at.empty or len(at.groupby(["lambda_isp", "lambda_comp"])) < 2:
+        text += ("\n\nOnly the default λ is measured so far; the others are the documented experiments "
+                 "(README \"Table 3\"), e.g. `dvc exp run -n lambda-1-1 -S lambda_isp=1 -S lambda_comp=1` then "
+                 "`caisp record lambda-1-1 --command ...`.")
     return text
 
 
@@ -547,13 +660,59 @@ def _cas_curves_part(fig_dir: Path, cas_curves: tuple[Mapping, Mapping] | None) 
             "analytic simulators on the same photos (8-bit).", "", "![CAS learning curves](figures/cas_curves.png)", ""]
 
 
+def interval_note(rows: pd.DataFrame | None, regime: str, n_sources: int | None) -> str:
+    """How wide the headline regime's intervals are with its test photos, and what testing every source
+    photo once (a cross-validation by source) would make them, at 1/sqrt(photos)."""
+    at = rows[rows.regime == regime] if rows is not None and not rows.empty else pd.DataFrame()
+    if at.empty or not n_sources:
+        return ""
+    half = ((at.d_ctrl_hi.astype(float) - at.d_ctrl_lo.astype(float)) / 2).mean()
+    n = int(at.n_photos.iloc[0])
+    folds = math.ceil(n_sources / n)
+    return (f"Interval width: with {n} test photos, the 95 % intervals of aware − fine-tuned control in regime "
+            f"`{regime}` are ±{half:.3f} dB on average, and a bootstrap over so few photos is anti-conservative. "
+            f"Testing every one of the {n_sources} source photos once (a {folds}-fold cross-validation by source, "
+            f"{folds}x the fine-tuning and evaluation cost, which the 30-minute default cannot hold) would narrow "
+            f"them by about sqrt({n}/{n_sources}) = {math.sqrt(n / n_sources):.2f}x, to about ±"
+            f"{half * math.sqrt(n / n_sources):.3f} dB.")
+
+
+def _axis_part(fig_dir: Path, measured: pd.DataFrame | None, default_lambdas: tuple[float, float] | None,
+               regime: str | None = None, n_sources: int | None = None) -> list[str]:
+    """The operating-point axis: every regime measured at the default λ, by this graph or a committed
+    experiment (reports/experiments), as a table and a figure."""
+    rows = measured
+    if rows is not None and not rows.empty and default_lambdas is not None:
+        rows = rows[np.isclose(rows.lambda_isp, default_lambdas[0]) & np.isclose(rows.lambda_comp, default_lambdas[1])]
+    parts = ["## The operating-point axis: the paper's claim where the paper made it", "",
+             "Each regime is an ISP with the whole comparison (pretrained ISP, both fine-tuned controls, the aware "
+             "ISP per simulator and QF, every seed), ordered by how good its compression-agnostic ISP is. "
+             "'measured by': this `dvc repro`, or the committed experiment of that name under "
+             "reports/experiments (its provenance is in its record.json). Intervals: 95 % bootstrap over test "
+             "photos and seeds (paired); where each seed has its own pretraining they also cover the pretraining.",
+             "", axis_table(rows), ""]
+    if rows is not None and not rows.empty:
+        axis_figure(rows, fig_dir / "operating_axis.png")
+        parts += ["![operating-point axis](figures/operating_axis.png)", "",
+                  "Open markers: the paper's aware − agnostic gains (Table 2) at its agnostic ISP's PSNR; the "
+                  "paper ran no fine-tuned control.", ""]
+    note = interval_note(rows, regime, n_sources) if regime else ""
+    if note:
+        parts += [note, ""]
+    return parts
+
+
 def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summaries: Mapping | None = None,
-                 ablation: pd.DataFrame | None = None, rd: pd.DataFrame | None = None,
+                 measured: pd.DataFrame | None = None, regime: str | None = None,
+                 default_lambdas: tuple[float, float] | None = None, n_sources: int | None = None,
+                 rd: pd.DataFrame | None = None,
                  curves: Mapping[str, pd.DataFrame] | None = None,
                  examples: Sequence[Mapping] | None = None, setup: str = "",
                  codec_rd: Mapping[str, pd.DataFrame] | None = None, headline_text: str | None = None,
                  cas_curves: tuple[Mapping, Mapping] | None = None) -> Path:
     """Write out_dir/report.md and its PNGs under out_dir/figures; missing pieces show as '—'.
+    `isp_summaries` are the headline regime's (`regime`); `measured` (`_measured_rows` of every regime
+    and λ measured, here or in committed experiments) gives the operating-point axis and Table 3.
     `codec_rd` ({codec: RD curves}) adds a section per codec besides JPEG and the cross-codec table;
     `headline_text` is `headline(isp_summaries, cas_tables=cas_tables)` when the caller has it;
     `cas_curves` ((curves, refs) of `cas_curves_figure`) adds the simulators' learning curves."""
@@ -567,7 +726,9 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
              "QF, f(x) = ISP output, y = LibRaw's rendering. '—' = not run here; 'n.a.'/'n/a' = no paper value.",
              "", setup, "",
              "## Headline", "", headline_text, "",
-             "## Operating point (test photos)", "", operating_point(isp_summaries), "",
+             *_axis_part(fig_dir, measured, default_lambdas, regime, n_sources),
+             f"## Operating point of regime `{regime}` (test photos)", "", operating_point(isp_summaries), "",
+             f"Every table below is regime `{regime}`'s (the paper's operating point) unless it says otherwise.", "",
              "## Table 1: compression artifacts simulation (PSNR / SSIM of g(y) vs real JPEG c(y))", "",
              table1(cas_tables), "",
              *_cas_curves_part(fig_dir, cas_curves),
@@ -580,7 +741,8 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
              gains_table(isp_summaries), "",
              "### Per test photo: ΔPSNR(c(f(x)), c(y)) against the fine-tuned control (mean over seeds)", "",
              per_photo_table(isp_summaries), "",
-             "## Table 3: λ ablation (PSNR / BPP, CAS frozen)", "", table3(ablation), ""]
+             f"## Table 3: λ ablation (PSNR(c(f(x)), c(y)) / BPP, CAS frozen, regime `{regime}`)", "",
+             table3(measured, regime), ""]
     if rd is not None and len(rd):
         rd_figure(rd, fig_dir / "rd_curve.png")
         parts += ["## Figure 5: rate-distortion over QFs", "", "![RD curve](figures/rd_curve.png)", ""]

@@ -3,7 +3,8 @@ mean with a bootstrap interval over photos and seeds, the compression-specific p
 the rate-distortion summary (ΔPSNR and ΔBPP at equal QF, BD-PSNR, BD-rate only where it is defined).
 
 Every aware run with seed s is paired with the control run with seed s (same pretrained start, same
-crops in the same order); the pretrained ISP has no seed and pairs with every aware seed.
+crops in the same order); a pretrained ISP shared by every seed has no seed and pairs with every aware
+seed, one pretrained per seed (`regimes.<name>.pretrain_per_seed`) pairs with the runs of its seed.
 """
 from __future__ import annotations
 
@@ -162,7 +163,7 @@ def compare_all(aware_df: pd.DataFrame, controls_df: pd.DataFrame, *, aware: str
     for kind in (k for k in CONTROL_KINDS if k in present):
         c = controls_df[controls_df.model == kind]
         out["models"][kind] = model_means(c, qf)
-        out["vs"][kind] = compare(a, c, qf=qf, paired_seeds=kind != "pretrained", n_boot=n_boot, seed=seed,
+        out["vs"][kind] = compare(a, c, qf=qf, paired_seeds=bool(c.seed.notna().any()), n_boot=n_boot, seed=seed,
                                   bd_min_overlap=bd_min_overlap)
     return out
 

@@ -2,7 +2,8 @@
 report errors as one line naming the file or key (no traceback for a user's mistake).
 
 Each stage says which matrix arguments it takes: `point` (an operating point by name: qf80, webp-80),
-`variant` (a CAS variant), `unfrozen` (update g while fine-tuning), `control` (a control's name).
+`variant` (a CAS variant), `unfrozen` (update g while fine-tuning), `control` (a control's name),
+`regime` (an ISP regime of the operating-point axis, a key of `regimes`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ _ARGS = {
                                       "<codec>-<quality>, e.g. webp-80"),
     "variant": dict(required=True, help="CAS variant (unet, acn, djs, kornia)"),
     "control": dict(required=True, help="the control to fine-tune: agnostic | identity"),
+    "regime": dict(required=True, help="ISP regime (a key of params.yaml's regimes, e.g. paper, today)"),
 }
 
 
@@ -42,6 +44,9 @@ def main(fn: Callable, *, args: tuple[str, ...] = ()) -> None:
                 kwargs["point"] = Point.parse(ns.point, key="--point")
             elif name == "unfrozen":
                 kwargs["frozen"] = not ns.unfrozen
+            elif name == "regime":
+                params.regime(ns.regime)  # one line naming the regimes if it is not one
+                kwargs["regime"] = ns.regime
             else:
                 kwargs[name] = getattr(ns, name)
         fn(params, **kwargs)

@@ -3,4 +3,4 @@ from caisp.pipeline.evaluation import run_evaluate
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_evaluate, args=("point", "variant", "unfrozen"))
+    main(run_evaluate, args=("regime", "point", "variant", "unfrozen"))

@@ -3,4 +3,4 @@ from caisp.pipeline.evaluation import run_evaluate_controls
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_evaluate_controls)
+    main(run_evaluate_controls, args=("regime",))

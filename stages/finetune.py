@@ -3,4 +3,4 @@ from caisp.pipeline.isp import run_finetune
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_finetune, args=("point", "variant", "unfrozen"))
+    main(run_finetune, args=("regime", "point", "variant", "unfrozen"))

@@ -3,4 +3,4 @@ from caisp.pipeline.isp import run_finetune_control
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_finetune_control, args=("control",))
+    main(run_finetune_control, args=("regime", "control"))

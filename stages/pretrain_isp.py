@@ -3,4 +3,4 @@ from caisp.pipeline.isp import run_pretrain_isp
 from stages._entry import main
 
 if __name__ == "__main__":
-    main(run_pretrain_isp)
+    main(run_pretrain_isp, args=("regime",))

@@ -23,10 +23,11 @@ def test_repo_params_are_valid_and_complete(raw):
         out = set()
         for k, v in d.items():
             out.add(prefix + k)
-            if isinstance(v, dict):
+            if isinstance(v, dict) and prefix + k != "regimes":  # a regime sets only what it overrides
                 out |= keys(v, prefix + k + ".")
         return out
     assert keys(to_dict(Params())) == keys(raw)
+    assert p.regimes == Params().regimes and list(p.regimes) == ["paper", "mid", "today"]
 
 
 def test_paper_params_file_is_valid():
@@ -62,7 +63,18 @@ def test_paper_params_file_is_valid():
     ("seed", -1, "seed: -1 is below the minimum 0"),
     ("cas.variants", [], "cas.variants: must list at least one CAS variant"),
     ("cas.variants", ["unet", "unet"], "cas.variants: repeats a CAS variant"),
-    ("cas.variants", ["acn", "djs"], "cas.unfrozen: 'unet' is not in cas.variants"),
+    ("cas.unfrozen", ["acn"], "cas.unfrozen: 'acn' is not in cas.variants"),
+    ("cas.baselines", ["unet"], "cas.baselines: 'unet' is already a fine-tuning simulator"),
+    # the operating-point axis (issue 21)
+    ("aware_regimes", ["mid"], "aware_regimes: 'mid' is fine-tuned but not pretrained"),
+    ("isp_regimes", ["paper", "nope"], r"isp_regimes\[1\]: 'nope' is not a regime"),
+    ("aware_regimes", [], "aware_regimes: must name at least one regime"),
+    ("isp_regimes", ["paper", "today", "paper"], "isp_regimes: repeats a regime"),
+    ("regimes.paper.steps", 0, "regimes.paper.steps: 0 is below the minimum 1"),
+    ("regimes.paper.input_norm", "gray", "regimes.paper.input_norm"),
+    ("regimes.paper.warmup", 3, "regimes.paper.warmup: unknown key"),
+    ("regimes", {"Paper-1": {}}, "regimes.Paper-1: a name must be lower-case"),
+    ("regimes", {}, "regimes: must be a non-empty mapping"),
     ("cas.unfrozen", ["unet", "unet"], "cas.unfrozen: repeats a CAS variant"),
     # Issue 19.6: spellings that would name files and stages DVC cannot find
     ("codec_points", ["webp-080"], "codec_points\\[0\\]: write 'webp-080' as 'webp-80'"),
@@ -120,7 +132,7 @@ def test_params_show_refuses_what_a_stage_would_fail_on(tmp_path, raw, capsys):
     assert main(["params", str(good), "--show"]) == 0
     assert "seed: 4294967295" in capsys.readouterr().out
     for key, change in (("seed", {"seed": 2**32}), ("cas.variants", {"cas": {**raw["cas"], "variants": []}}),
-                        ("cas.unfrozen", {"cas": {**raw["cas"], "variants": ["acn", "djs"]}})):
+                        ("cas.unfrozen", {"cas": {**raw["cas"], "unfrozen": ["acn"]}})):
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump({**raw, **change}))
         assert main(["params", str(bad), "--show"]) == 2

@@ -77,6 +77,9 @@ def _tiny(dst: Path) -> None:
     params["qfs"] = [90]  # one JPEG point: the matrices are exercised by the codec experiment below
     params["cas"].update(variants=["unet", "djs"], unfrozen=["unet"], baselines=["blur"], steps=3, acn_steps=3)
     params["isp"]["steps"] = 4
+    # the operating-point axis: the paper's regime (one pretraining per seed) fine-tuned, today's pretrained
+    params["regimes"] = {"paper": {"input_norm": "wb", "steps": 3, "pretrain_per_seed": True}, "today": {}}
+    params.update(isp_regimes=["paper", "today"], aware_regimes=["paper"])
     params["finetune"]["steps"] = 2
     params["seeds"] = [0, 1]
     params["data"]["synthetic"].update(tile=0, kodak=False)  # 9 photos, 8 sources: every stage, fast
@@ -92,26 +95,51 @@ def test_whole_pipeline_report_and_experiment(clone):
            "GIT_COMMITTER_EMAIL": "t@t"}
     _tiny(dst)
     _run(["dvc", "repro"], dst, env)
-    assert (dst / "models/isp/pretrained.pt").stat().st_size > 0
+    for seed in (0, 1):  # one pretraining per seed in the paper's regime, one in today's
+        assert (dst / f"models/isp/paper/pretrained/seed{seed}.pt").stat().st_size > 0
+    assert sorted(p.name for p in (dst / "models/isp/today/pretrained").iterdir()) == ["seed0.pt"]
+    assert not (dst / "models/isp/today/control-agnostic").exists()  # today's is not fine-tuned here
     for kind in ("control-agnostic", "control-identity", "aware-qf90-unet", "aware-qf90-djs",
                  "aware-unfrozen-qf90-unet"):
         for seed in (0, 1):
-            assert (dst / f"models/isp/{kind}/seed{seed}.pt").stat().st_size > 0
-    summary = json.loads((dst / "reports/eval/aware-qf90-unet/summary.json").read_text())
+            assert (dst / f"models/isp/paper/{kind}/seed{seed}.pt").stat().st_size > 0
+    summary = json.loads((dst / "reports/eval/paper/aware-qf90-unet/summary.json").read_text())
     assert {"pretrained", "agnostic", "identity", "aware"} <= set(summary["models"])
     assert set(summary["vs"]) == {"pretrained", "agnostic", "identity"}
-    assert summary["n_photos"] >= 1 and summary["n_seeds"] == 2
+    assert summary["n_photos"] >= 1 and summary["n_seeds"] == 2 and summary["regime"] == "paper"
     d = summary["vs"]["agnostic"]["d_psnr"]
     assert d["lo"] <= d["mean"] <= d["hi"] and d["n_photos"] == summary["n_photos"]
+    # each seed pairs with its own pretraining: the pretrained ISP's rows carry seeds 0 and 1
+    assert summary["vs"]["pretrained"]["per_seed"].keys() == {"0", "1"}
+    rows = pd.read_csv(dst / "reports/eval/paper/controls/per_image.csv")
+    assert set(rows[rows.model == "pretrained"].seed) == {0, 1}
     report = (dst / "reports/report.md").read_text()
     for text in ("Table 1", "44.69", "Table 2", "Operating point", "identity-g control", "compression-specific",
-                 "Per test photo", "PSNR(c(f(x)), c(y))"):
+                 "Per test photo", "PSNR(c(f(x)), c(y))", "operating-point axis", "At the paper's operating point"):
         assert text in report, text
     assert (dst / "reports/figures/rd_curve.png").stat().st_size > 0
+    assert (dst / "reports/figures/operating_axis.png").stat().st_size > 0
     metrics = _run(["dvc", "metrics", "show"], dst, env)
     assert "reports/cas/qf90-unet/summary.json" in metrics and "models.aware.psnr" in metrics
     status = _run(["dvc", "status"], dst, env)
     assert "changed" not in status, status
+    # The operating-point axis from a committed record (README): today's regime fine-tuned by an
+    # experiment, recorded, and read by the default's report beside the graph's own regime.
+    default = {name: (dst / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+    out = _run(["dvc", "exp", "run", "-S", "aware_regimes=[today]"], dst, env)
+    assert "stages.pretrain_isp" not in out and "--regime today --control agnostic" in out
+    assert "--regime paper" not in out  # the paper's regime is not rerun
+    caisp = [sys.executable, "-m", "caisp.cli"]
+    _run([*caisp, "record", "regime-today", "--command", "dvc exp run -S 'aware_regimes=[today]'"], dst, env)
+    rec = json.loads((dst / "reports/experiments/regime-today/record.json").read_text())
+    assert rec["aware_regimes"] == ["today"] and rec["n_summaries"] == 3
+    assert (dst / "reports/experiments/regime-today/eval/today/aware-qf90-djs/summary.json").is_file()
+    for name, data in default.items():  # the clone's committed files are HEAD's, not the tree's under test
+        (dst / name).write_bytes(data)
+    _run(["dvc", "repro", "-s", "report"], dst, env)
+    report = (dst / "reports/report.md").read_text()
+    axis = report.split("## The operating-point axis")[1].split("\n## ")[0]
+    assert "| today | regime-today | 90 |" in axis and "| paper | this dvc repro | 90 |" in axis
     # The design card's experiment command, verbatim, and the comparison it is for.
     _run(["dvc", "exp", "run", "-S", "lambda_comp=0.1"], dst, env)
     diff = _run(["dvc", "metrics", "diff"], dst, env)
@@ -128,10 +156,10 @@ def test_whole_pipeline_report_and_experiment(clone):
     assert (dst / "data/split.json").read_bytes() == split and (dst / "models/cas/qf90-unet.pt").read_bytes() == cas
     for point, ext in (("webp-80", ".webp"), ("jpeg2000-37", ".jp2")):
         assert {p.suffix for p in (dst / "data/codecs" / point).iterdir()} == {ext, ".npy", ".csv"}
-        assert (dst / f"models/isp/aware-{point}-unet/seed1.pt").stat().st_size > 0
-        s = json.loads((dst / f"reports/eval/aware-{point}-unet/summary.json").read_text())
+        assert (dst / f"models/isp/paper/aware-{point}-unet/seed1.pt").stat().st_size > 0
+        s = json.loads((dst / f"reports/eval/paper/aware-{point}-unet/summary.json").read_text())
         assert s["codec"] == point.split("-")[0] and set(s["cross"]) == {"qf90", "webp-80", "jpeg2000-37"}
-    rows = pd.read_csv(dst / "reports/eval/controls/per_image.csv")
+    rows = pd.read_csv(dst / "reports/eval/paper/controls/per_image.csv")
     assert set(rows.codec) == {"jpeg", "webp", "jpeg2000"}
     report = (dst / "reports/report.md").read_text()
     for text in ("## Other codecs", "### WebP", "### JPEG 2000", "n/a: cannot model WebP", "## Cross-codec",

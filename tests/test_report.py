@@ -33,8 +33,14 @@ def _inputs() -> dict:
                          "gate": {"val_margin_db": 0.004, "gate_db": 0.1, "passed": False, "n_val": 2}}}
     isp = {"aware-qf90-unet": _summary(90, "unet", True, 1.25),
            "aware-unfrozen-qf90-acn": _summary(90, "acn", False, 0.5)}
-    ablation = pd.DataFrame([{"qf": 80, "variant": "djs", "lambda_isp": 1.0, "lambda_comp": 0.1,
-                              "psnr": 33.333, "bpp": 0.444}])
+    # the operating-point axis and Table 3: this graph's regime, a recorded λ setting of it and another regime
+    entries = [{"source": "this dvc repro", "regime": "paper", "lambda_isp": 0.1, "lambda_comp": 1.0,
+                "summaries": isp, "pretrain": {"per_seed": True}},
+               {"source": "lambda-1-0.1", "regime": "paper", "lambda_isp": 1.0, "lambda_comp": 0.1,
+                "summaries": {"aware-qf80-djs": _summary(80, "djs", True, 0.3)}, "pretrain": {"per_seed": True}},
+               {"source": "regime-today", "regime": "today", "lambda_isp": 0.1, "lambda_comp": 1.0,
+                "summaries": {"aware-qf90-unet": _summary(90, "unet", True, 0.02)}, "pretrain": {}}]
+    measured = report._measured_rows(entries)
     rows = []
     for model, off in (("agnostic", 0.0), ("aware", 0.7), ("ground_truth", 3.0)):
         for q in (80, 85, 90):
@@ -46,7 +52,8 @@ def _inputs() -> dict:
     gt = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     examples = [{"title": "img0", "gt": gt, "agnostic_coded": gt // 2, "aware_coded": gt,
                  "agnostic_bpp": 0.9, "aware_bpp": 0.95}]
-    return dict(cas_tables=cas, isp_summaries=isp, ablation=ablation, rd=rd, curves=curves, examples=examples)
+    return dict(cas_tables=cas, isp_summaries=isp, measured=measured, regime="paper", default_lambdas=(0.1, 1.0),
+                rd=rd, curves=curves, examples=examples)
 
 
 def _valid_png(path) -> None:
@@ -77,7 +84,19 @@ def test_report_has_tables_paper_values_and_figures(tmp_path):
     assert "| 90 | compression-aware | yes | U-Net | 35.25 / 0.550 | 0.00 | 37.22 / 0.904 |" in text
     assert "| 90 | pretrained ISP (L_isp only; the paper's baseline) |  |  | 33.90 / 0.550 | — | 35.88 / 0.900 |" in text
     assert "| 90 | 0.550 | 45.00 | fine-tuned control (λ_comp = 0) | 41.50 | 34.00 | 33.00 | 0.550 |  |" in text
-    assert "| 80 | 1 | 0.1 | DJS | 33.33 / 0.444 | 36.60 / 0.549 |" in text
+    # Table 3 at the paper's regime: the recorded λ = (1, 0.1) run with its gain and interval, the paper's beside
+    assert "| 80 | 1 | 0.1 | DJS | 34.30 / 0.550 | +0.30 [+0.30, +0.30] | 36.60 / 0.549 |" in text
+    assert "| 90 | 0.1 | 1 | U-Net | 35.25 / 0.550 | +1.25 [+1.25, +1.25] | 37.22 / 0.904 |" in text
+    # the axis: both regimes at the default λ (not the λ ablation), the paper's points, the figure
+    axis = text.split("## The operating-point axis")[1].split("\n## ")[0]
+    assert "| paper | this dvc repro | 90 | U-Net | 33.90 | 0.550 | +1.35 [+1.35, +1.35] | +1.25 [+1.25, +1.25] |" in axis
+    assert "| today | regime-today | 90 | U-Net |" in axis and "lambda-1-0.1" not in axis
+    assert "| the paper | Uhm et al. Table 2 | 80 | U-Net | 35.54 | 0.541 | +1.40 |" in axis
+    _valid_png(tmp_path / "figures" / "operating_axis.png")
+    measured = _inputs()["measured"]
+    head = report.axis_headline(measured[measured.lambda_comp == 1.0], "paper")
+    assert head.startswith("At the paper's operating point (regime `paper`: agnostic ISP PSNR(c(f(x)), c(y)) QF 90: 33.90 dB")
+    assert "- QF 90, U-Net: aware − pretrained ISP +1.35 [+1.35, +1.35] dB (paper +1.34 dB)" in head
     # Gains with intervals against every control, the compression-specific part, the per-photo table.
     assert "| 90 | U-Net | yes | agnostic | +1.25 [+1.25, +1.25] | +0.31 [+0.31, +0.31] | +0.94 [+0.94, +0.94] |" in text
     assert "| 90 | ACN | no | pretrained | +0.60 [+0.60, +0.60] |" in text
@@ -90,11 +109,11 @@ def test_report_has_tables_paper_values_and_figures(tmp_path):
 
 
 def test_report_tolerates_missing_pieces(tmp_path):
-    md = report.write_report(tmp_path, cas_tables=None, isp_summaries=None, ablation=None,
+    md = report.write_report(tmp_path, cas_tables=None, isp_summaries=None, measured=None,
                              rd=pd.DataFrame(columns=["model", "qf", "bpp", "psnr"]), curves=None, examples=None)
     text = md.read_text()
     assert "43.84 / 0.9805" in text  # paper columns still there
-    assert "dvc exp run --queue -S lambda_isp=1 -S lambda_comp=1" in text and "dvc exp run --run-all" in text
+    assert "dvc exp run -n lambda-1-1 -S lambda_isp=1 -S lambda_comp=1" in text
     assert not (tmp_path / "figures").exists()
 
 

@@ -37,16 +37,21 @@ def _evaluate_models(p: Params, nets: dict, out: Path, ssim_points: list[Point])
     return df
 
 
-def run_evaluate_controls(p: Params) -> None:
-    """The baselines every aware ISP is compared with, evaluated once: the pretrained ISP (the paper's
-    compression-agnostic ISP; it has no fine-tuning seed) and each seed of the two fine-tuned controls."""
+def run_evaluate_controls(p: Params, regime: str) -> None:
+    """The baselines every aware ISP of `regime` is compared with, evaluated once: the pretrained ISP
+    (the paper's compression-agnostic ISP) and each seed of the two fine-tuned controls. A pretrained
+    ISP shared by every seed has no seed in the rows; one pretrained per seed carries that seed, so
+    that it pairs with the runs that started from it."""
     from caisp.checkpoint import load_model
 
-    nets = {(layout.PRETRAINED, None): load_model(layout.isp_path(Run(layout.PRETRAINED)))[0]}
+    per_seed = p.regimes[regime].pretrain_per_seed
+    pretrained = Run(layout.PRETRAINED, regime=regime)
+    nets = {(layout.PRETRAINED, s if per_seed else None): load_model(layout.isp_path(pretrained, s))[0]
+            for s in p.pretrain_seeds(regime)}
     for control in layout.CONTROLS:
         for seed in p.seeds:
-            nets[(control, seed)] = load_model(layout.isp_path(Run(control), seed))[0]
-    _evaluate_models(p, nets, layout.CONTROLS_EVAL, ssim_points=p.points)
+            nets[(control, seed)] = load_model(layout.isp_path(Run(control, regime=regime), seed))[0]
+    _evaluate_models(p.regime(regime), nets, layout.controls_eval(regime), ssim_points=p.points)
 
 
 def read_rows(path: Path):
@@ -61,19 +66,21 @@ def at_codec(df, codec: str):
     return df[df.codec == codec]
 
 
-def run_evaluate(p: Params, point: Point, variant: str, frozen: bool = True) -> dict:
+def run_evaluate(p: Params, regime: str, point: Point, variant: str, frozen: bool = True) -> dict:
     """Evaluate the aware ISP of (point, variant) for every seed, and compare it with each control at
     its own point; and, against the fine-tuned control, at every other training point (the cross-codec
     table): reports/eval/<run>/summary.json."""
     from caisp.checkpoint import load_model
     from caisp.stats import compare_all, cross_point
 
-    run = Run("aware" if frozen else "aware-unfrozen", point, variant)
+    run = Run("aware" if frozen else "aware-unfrozen", point, variant, regime)
     nets = {(run.kind, seed): load_model(layout.isp_path(run, seed))[0] for seed in p.seeds}
-    df = _evaluate_models(p, nets, layout.eval_dir(run), ssim_points=[point])  # SSIM costs ~25 round trips
-    controls = read_rows(layout.CONTROLS_EVAL / "per_image.csv")
+    # SSIM costs ~25 round trips: at the training point only
+    df = _evaluate_models(p.regime(regime), nets, layout.eval_dir(run), ssim_points=[point])
+    controls = read_rows(layout.controls_eval(regime) / "per_image.csv")
     b = p.evaluate
-    summary = {"qf": point.quality, "variant": variant, "frozen": frozen, "seeds": list(p.seeds), "codec": point.codec,
+    summary = {"regime": regime, "qf": point.quality, "variant": variant, "frozen": frozen, "seeds": list(p.seeds),
+               "codec": point.codec,
                **compare_all(at_codec(df, point.codec), at_codec(controls, point.codec), aware=run.kind,
                              qf=point.quality, n_boot=b.bootstrap, seed=p.seed, bd_min_overlap=b.bd_min_overlap)}
     summary["cross"] = {other.name: {"codec": other.codec, "qf": other.quality,

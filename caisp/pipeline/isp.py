@@ -1,6 +1,7 @@
 """Stages `pretrain_isp`, `finetune` and `finetune_control`: ISP-Net f trained with L_isp (the
 compression-agnostic ISP), then fine-tuned once per seed with L_total and a frozen (or unfrozen) CAS g,
-or as one of the two controls."""
+or as one of the two controls. Each runs in one regime of the operating-point axis (`regimes`), whose
+overrides of `model` and `isp` (input, tone prior, pretraining steps) it trains with."""
 from __future__ import annotations
 
 from collections import Counter
@@ -23,24 +24,33 @@ def _isp_config(p: Params, **extra) -> dict:
             "subsampling": p.encode.subsampling, **extra}
 
 
-def run_pretrain_isp(p: Params) -> dict:
-    """ISP-Net f trained with L_isp only: the compression-agnostic ISP."""
+def run_pretrain_isp(p: Params, regime: str) -> dict:
+    """ISP-Net f trained with L_isp only, in `regime`: the compression-agnostic ISP, one model per
+    pretraining seed (`Params.pretrain_seeds`)."""
     from caisp import models
     from caisp.checkpoint import save_model
     from caisp.losses import IspTask
 
-    config = _isp_config(p, qf=None, cas=None, stage="pretrain")
-    torch.manual_seed(p.seed)
-    isp = models.build("isp_net", **config["kwargs"])
-    i = p.isp
-    task = IspTask(isp)
-    train, val = datasets(p, None, i.batch_size, task.batch_keys())
-    run = Run(layout.PRETRAINED)
-    result = fit(task, train, val, log_dir=layout.train_log(run), steps=i.steps, batch_size=i.batch_size, lr=i.lr,
-                 grad_clip=p.train.grad_clip, seed=p.seed, p=p, fingerprint=[config, to_dict(i), to_dict(p.train)])
-    save_model(layout.isp_path(run), isp, config)
-    io.write_json(layout.REPORTS / "isp" / "pretrain.json", result)
-    return result
+    q = p.regime(regime)
+    config = _isp_config(q, qf=None, cas=None, stage="pretrain", regime=regime)
+    i = q.isp
+    run = Run(layout.PRETRAINED, regime=regime)
+    results = {}
+    for seed in p.pretrain_seeds(regime):
+        torch.manual_seed(seed)
+        isp = models.build("isp_net", **config["kwargs"])
+        task = IspTask(isp)
+        train, val = datasets(q, None, i.batch_size, task.batch_keys())
+        results[seed] = fit(task, train, val, log_dir=layout.train_log(run, seed), steps=i.steps,
+                            batch_size=i.batch_size, lr=i.lr, grad_clip=q.train.grad_clip, seed=seed, p=q,
+                            fingerprint=[config, to_dict(i), to_dict(q.train)])
+        save_model(layout.isp_path(run, seed), isp, {**config, "seed": seed})
+    vals = [r["val_psnr"] for r in results.values() if r.get("val_psnr") is not None]
+    summary = {"regime": regime, "steps": i.steps, "input_norm": q.model.input_norm,
+               "tone_prior": q.model.tone_prior, "per_seed": p.regimes[regime].pretrain_per_seed, "val_psnr": sum(vals) / len(vals) if vals else None,
+               "seeds": {str(s): r for s, r in results.items()}}
+    io.write_json(layout.pretrain_report(regime), summary)
+    return summary
 
 
 def _finetune(p: Params, run: Run, cas_name: str, lambda_comp: float, frozen: bool, make_cas) -> dict:
@@ -50,33 +60,35 @@ def _finetune(p: Params, run: Run, cas_name: str, lambda_comp: float, frozen: bo
     from caisp.losses import CompressionAwareTask
 
     f = p.finetune
+    q = p.regime(run.regime)
     # L_comp compares g(f(x)) with g(y): no real codec needed
-    train, val = datasets(p, None, f.batch_size, CompressionAwareTask.batch_keys())
+    train, val = datasets(q, None, f.batch_size, CompressionAwareTask.batch_keys())
     point = {"qf": run.point.quality, **run.point.spec.checkpoint_fields} if run.point else {"qf": None}
     results = {}
     for seed in p.seeds:
-        isp, base_config = load_model(layout.isp_path(Run(layout.PRETRAINED)))
+        start = layout.isp_path(Run(layout.PRETRAINED, regime=run.regime), p.pretrain_seed(run.regime, seed))
+        isp, base_config = load_model(start)
         cas = make_cas()
         config = {**base_config, **point, "cas": cas_name, "cas_frozen": frozen, "stage": "finetune",
-                  "kind": run.kind, "seed": seed, "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
+                  "kind": run.kind, "seed": seed, "pretrain_seed": base_config.get("seed"), "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
         task = CompressionAwareTask(isp.train(), cas, lambda_isp=p.lambda_isp, lambda_comp=lambda_comp,
                                     freeze_cas=frozen)
         results[seed] = fit(task, train, val, log_dir=layout.train_log(run, seed), steps=f.steps,
                             batch_size=f.batch_size, lr=p.isp.lr * f.lr_scale, grad_clip=f.grad_clip, seed=seed,
-                            p=p, fingerprint=[config, to_dict(f), to_dict(p.train), p.isp.lr])
+                            p=q, fingerprint=[config, to_dict(f), to_dict(p.train), p.isp.lr])
         save_model(layout.isp_path(run, seed), isp, config)
     return results
 
 
-def run_finetune(p: Params, point: Point, variant: str, frozen: bool = True) -> dict:
+def run_finetune(p: Params, regime: str, point: Point, variant: str, frozen: bool = True) -> dict:
     """Compression-aware fine-tuning with L_total and the CAS of (point, variant), frozen unless not `frozen`."""
     from caisp.checkpoint import load_model
 
-    run = Run("aware" if frozen else "aware-unfrozen", point, variant)
+    run = Run("aware" if frozen else "aware-unfrozen", point, variant, regime)
     return _finetune(p, run, variant, p.lambda_comp, frozen, lambda: load_model(layout.cas_path(point, variant))[0])
 
 
-def run_finetune_control(p: Params, control: str) -> dict:
+def run_finetune_control(p: Params, regime: str, control: str) -> dict:
     """A control, with the aware runs' seeds, steps and learning rate:
 
     - "agnostic": lambda_isp * L_isp alone (lambda_comp = 0), the fair control;
@@ -86,5 +98,5 @@ def run_finetune_control(p: Params, control: str) -> dict:
     if control not in layout.CONTROLS:
         raise CaispError(f"unknown control {control!r} (known: {', '.join(layout.CONTROLS)})")
     if control == "agnostic":
-        return _finetune(p, Run(control), control, 0.0, True, lambda: None)
-    return _finetune(p, Run(control), control, p.lambda_comp, True, nn.Identity)
+        return _finetune(p, Run(control, regime=regime), control, 0.0, True, lambda: None)
+    return _finetune(p, Run(control, regime=regime), control, p.lambda_comp, True, nn.Identity)

@@ -8,7 +8,9 @@ Paths are the DVC outputs declared in dvc.yaml. A run is one trained configurati
 - `aware-<point>-<variant>`, `aware-unfrozen-<point>-<variant>`: compression-aware fine-tuning.
 
 An operating point's name is `Point.name` (`qf80`, `webp-80`); fine-tuned runs hold one model per
-seed (`<run>/seed<s>`).
+seed (`<run>/seed<s>`), and so does the pretrained ISP (one model, or one per seed: `regimes`). Every
+ISP run belongs to a regime of the operating-point axis, the first folder of its paths
+(`models/isp/<regime>/...`, `reports/train/<regime>/...`, `reports/eval/<regime>/...`).
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ class Run(NamedTuple):
     kind: str                  # cas | pretrained | agnostic | identity | aware | aware-unfrozen
     point: Point | None = None
     variant: str | None = None
+    regime: str | None = None  # every run but a CAS's: the ISP regime it belongs to
+
+    @property
+    def is_isp(self) -> bool:
+        return self.kind != CAS
 
     @property
     def name(self) -> str:
@@ -53,6 +60,12 @@ class Run(NamedTuple):
 
 def run_name(kind: str, point: Point | None = None, variant: str | None = None) -> str:
     return Run(kind, point, variant).name
+
+
+def _regime(run: Run) -> str:
+    if not run.regime:
+        raise CaispError(f"ISP run {run.name} has no regime (its paths are under models/isp/<regime>)")
+    return run.regime
 
 
 def parse_run_name(name: str) -> Run:
@@ -79,24 +92,28 @@ def cas_path(point: Point, variant: str) -> Path:
 
 
 def isp_path(run: Run, seed: int | None = None) -> Path:
-    """models/isp/pretrained.pt, or a fine-tuned run's folder, or one seed's file in it."""
-    if run.kind == PRETRAINED:
-        return MODELS / "isp" / "pretrained.pt"
-    folder = MODELS / "isp" / run.name
+    """An ISP run's folder, models/isp/<regime>/pretrained or .../<run>, or one seed's file in it."""
+    folder = MODELS / "isp" / _regime(run) / ("pretrained" if run.kind == PRETRAINED else run.name)
     return folder if seed is None else folder / f"seed{seed}.pt"
 
 
 def train_log(run: Run, seed: int | None = None) -> Path:
-    """The run's dvclive folder (one per seed for fine-tuned runs)."""
-    folder = REPORTS / "train" / run.name
+    """The run's dvclive folder (one per seed for ISP runs)."""
+    folder = REPORTS / "train" / (Path(_regime(run)) / run.name if run.is_isp else run.name)
     return folder if seed is None else folder / f"seed{seed}"
 
 
 def eval_dir(run: Run) -> Path:
-    return REPORTS / "eval" / run.name
+    return REPORTS / "eval" / _regime(run) / run.name
 
 
-CONTROLS_EVAL = REPORTS / "eval" / "controls"
+def controls_eval(regime: str) -> Path:
+    """The evaluation of a regime's pretrained ISP(s) and fine-tuned controls."""
+    return REPORTS / "eval" / regime / "controls"
+
+
+def pretrain_report(regime: str) -> Path:
+    return REPORTS / "isp" / f"{regime}.json"
 
 
 def cas_report_dir(point: Point, variant: str) -> Path:
@@ -117,10 +134,11 @@ def sources() -> dict[str, str]:
     return {im["stem"]: im.get("source", im["stem"]) for im in manifest()["images"]}
 
 
-def aware_runs(p) -> list[Run]:
-    """Every fine-tuned aware configuration of params `p`: what the finetune and evaluate matrices of
-    dvc.yaml expand to."""
+def aware_runs(p, regime: str) -> list[Run]:
+    """Every fine-tuned aware configuration of params `p` in `regime`: what the finetune and evaluate
+    matrices of dvc.yaml expand to."""
     out = []
     for pt in p.points:
-        out += [Run("aware", pt, v) for v in p.variants(pt)] + [Run("aware-unfrozen", pt, v) for v in p.cas.unfrozen]
+        out += ([Run("aware", pt, v, regime) for v in p.variants(pt)]
+                + [Run("aware-unfrozen", pt, v, regime) for v in p.cas.unfrozen])
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from caisp import io
 from caisp.codecs import JPEG, Point
 from caisp.params import Params
@@ -17,7 +19,7 @@ def _read_summaries(folder: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/summary.json"))}
 
 
-def _figure4_examples(p: Params, point: Point, variant: str, n: int = 2) -> list[dict]:
+def _figure4_examples(p: Params, regime: str, point: Point, variant: str, n: int = 2) -> list[dict]:
     """Run the fine-tuned control and the aware ISP (first seed each) on the first test photos."""
     from caisp.checkpoint import load_model
     from caisp.evaluate import isp_outputs, make_example
@@ -26,10 +28,10 @@ def _figure4_examples(p: Params, point: Point, variant: str, n: int = 2) -> list
     # On the training device: the FiveK rehearsal's report ran these 12 MP photos on the CPU for minutes.
     set_determinism(p.train.threads, p.train.deterministic)
     device = resolve_device(p.train.device)
-    test = test_set(p, layout.split()["test"][:n])
+    test = test_set(p.regime(regime), layout.split()["test"][:n])
     seed = p.seeds[0]
     outs = {}
-    for label, run in (("agnostic", Run("agnostic")), ("aware", Run("aware", point, variant))):
+    for label, run in (("agnostic", Run("agnostic", regime=regime)), ("aware", Run("aware", point, variant, regime))):
         net = load_model(layout.isp_path(run, seed))[0]
         outs[label] = list(isp_outputs(net, test, device=device, tile=p.evaluate.tile, overlap=p.evaluate.overlap))
     return [make_example(f"{stem} ({point.label}, CAS {variant})", gt, pred_ag, aware[1], point=point,
@@ -37,27 +39,29 @@ def _figure4_examples(p: Params, point: Point, variant: str, n: int = 2) -> list
             for (stem, pred_ag, gt), aware in zip(outs["agnostic"], outs["aware"])]
 
 
-def _rd_curves(p: Params, point: Point):
+def _rd_curves(p: Params, regime: str, point: Point):
     """Figure 5's curves at `point`: mean (BPP, PSNR(c(f(x)), y)) over photos and seeds per model, over
     the sweep of its codec, for the controls and the frozen aware ISPs trained at `point`."""
     import pandas as pd
 
     from caisp.stats import rd_points
 
-    frames = [read_rows(layout.CONTROLS_EVAL / "per_image.csv")]
+    frames = [read_rows(layout.controls_eval(regime) / "per_image.csv")]
     for v in p.variants(point):
-        df = read_rows(layout.eval_dir(Run("aware", point, v)) / "per_image.csv")
+        df = read_rows(layout.eval_dir(Run("aware", point, v, regime)) / "per_image.csv")
         frames.append(df.assign(model=f"aware ({v})"))
     return rd_points(at_codec(pd.concat(frames, ignore_index=True), point.codec))
 
 
-def _setup_text(p: Params) -> str:
+def _setup_text(p: Params, regime: str) -> str:
     split = layout.split()
     src = split.get("sources", {})
     return (f"Data: {len(split['train'])} training, {len(split['val'])} validation and {len(split['test'])} test "
             f"images from {len(src.get('train', []))}/{len(src.get('val', []))}/{len(src.get('test', []))} "
             f"source photos; test photos: {', '.join(src.get('test', split['test']))}. Fine-tuning seeds: "
-            f"{', '.join(map(str, p.seeds))}; ISP input: {p.model.input_norm}; "
+            f"{', '.join(map(str, p.seeds))}; headline regime `{regime}`: ISP input "
+            f"{p.regime(regime).model.input_norm}, tone prior {p.regime(regime).model.tone_prior}, "
+            f"{p.regime(regime).isp.steps} pretraining steps; "
             f"source: {p.data.source}.")
 
 
@@ -78,19 +82,24 @@ def _update_readme_headline(text: str, readme: Path = Path("README.md")) -> None
         io.write_text(readme, new)
 
 
-def _curves(point: Point, variant: str) -> dict:
-    """Validation PSNR curves: the pretrained ISP, JPEG's simulators, and seed 0 of the aware ISP of
-    (point, variant) (Figure 5's)."""
+def _curves(regime: str, point: Point, variant: str) -> dict:
+    """Validation PSNR curves: `regime`'s pretrained ISP (seed 0), JPEG's simulators, and seed 0 of its
+    aware ISP of (point, variant) (Figure 5's)."""
     import pandas as pd
 
     curves = {}
     root = layout.REPORTS / "train"
     for tsv in sorted(root.glob("**/plots/metrics/val/psnr.tsv")):
-        name, *seed = tsv.parents[3].relative_to(root).parts
-        run = layout.parse_run_name(name)
-        if (run.kind == layout.PRETRAINED or (run.kind == layout.CAS and run.point.codec == JPEG.name)
-                or (run.kind in layout.AWARE_KINDS and (run.point, run.variant) == (point, variant)
-                    and seed == ["seed0"])):
+        parts = tsv.parents[3].relative_to(root).parts
+        if len(parts) == 1:  # a CAS run: reports/train/<run>
+            run, seed = layout.parse_run_name(parts[0]), None
+        elif len(parts) == 3 and parts[0] == regime:  # an ISP run: reports/train/<regime>/<run>/seed<s>
+            run, seed = layout.parse_run_name(parts[1]), parts[2]
+        else:
+            continue
+        if ((run.kind == layout.CAS and run.point.codec == JPEG.name)
+                or (seed == "seed0" and (run.kind == layout.PRETRAINED or (
+                    run.kind in layout.AWARE_KINDS and (run.point, run.variant) == (point, variant))))):
             curves[f"{tsv.parents[3].relative_to(root).as_posix()}: val PSNR"] = (
                 pd.read_csv(tsv, sep="\t").rename(columns={"psnr": "value"}))
     return curves
@@ -117,38 +126,68 @@ def _cas_curves(p: Params, cas_tables: dict) -> tuple[dict, dict]:
     return curves, refs
 
 
+def _measured(p: Params) -> list[dict]:
+    """Every regime measured: this graph's fine-tuned regimes (only this run's configurations: an
+    earlier experiment's folders stay on disk when their stages leave dvc.yaml's matrices) and those of
+    the committed experiments (caisp.experiments), as `caisp.report._measured_rows` entries."""
+    from caisp.experiments import load_records
+
+    entries = []
+    for regime in p.aware_regimes:
+        names = {r.name for r in layout.aware_runs(p, regime)}
+        summaries = {k: v for k, v in _read_summaries(layout.REPORTS / "eval" / regime).items() if k in names}
+        pre = layout.pretrain_report(regime)
+        entries.append({"source": "this dvc repro", "regime": regime, "lambda_isp": p.lambda_isp,
+                        "lambda_comp": p.lambda_comp, "summaries": summaries,
+                        "pretrain": json.loads(pre.read_text()) if pre.is_file() else {}})
+    here = {(e["regime"], e["lambda_isp"], e["lambda_comp"]) for e in entries}
+    for rec in load_records():
+        for regime, summaries in rec["summaries"].items():
+            key = (regime, float(rec["lambda_isp"]), float(rec["lambda_comp"]))
+            if key not in here:  # this graph's own measurement of a regime wins over a copy
+                entries.append({"source": rec["name"], "regime": regime, "lambda_isp": key[1],
+                                "lambda_comp": key[2], "summaries": summaries,
+                                "pretrain": rec["pretrain"].get(regime, {})})
+    return entries
+
+
+def headline_regime(p: Params) -> str:
+    """The regime the headline and the paper's tables are about: the paper's, where this graph runs it."""
+    return "paper" if "paper" in p.aware_regimes else p.aware_regimes[0]
+
+
 def run_report(p: Params) -> Path:
-    """reports/report.md: the paper's Tables 1-3 and Figures 4-5 re-made from this run, with the
-    operating point, every control, seeds and intervals, a section per other codec and the cross-codec
-    table; the README's headline block."""
-    import pandas as pd
+    """reports/report.md: the operating-point axis, then the paper's Tables 1-3 and Figures 4-5 at
+    the headline regime, with every control, seeds and intervals, a section per other codec and the
+    cross-codec table; the README's headline block."""
+    from caisp.report import _measured_rows, axis_headline, headline, write_report
 
-    from caisp.report import headline, write_report
-
+    regime = headline_regime(p)
     point = Point(JPEG.name, max(p.qfs))  # the paper's Figure 5 shows the ISPs trained at QF 90
     variant = "unet" if "unet" in p.cas.variants else p.cas.variants[0]
-    rd = _rd_curves(p, point)
+    rd = _rd_curves(p, regime, point)
     io.write_text(layout.REPORTS / "rd_curves.csv", rd.to_csv(index=False))
     codec_rd = {}
     for codec in dict.fromkeys(pt.codec for pt in p.points if pt.codec != JPEG.name):
         top = max(q.quality for q in p.points if q.codec == codec)  # its highest training quality
-        codec_rd[codec] = _rd_curves(p, Point(codec, top))
-    ablation_csv = layout.REPORTS / "ablation.csv"
-    ablation = pd.read_csv(ablation_csv) if ablation_csv.exists() else None
-    if ablation is not None and ablation.empty:
-        ablation = None
-    # Only this run's configurations: an earlier experiment's folders (another codec, a variant since
-    # dropped) stay on disk when their stages leave dvc.yaml's matrices.
-    runs = layout.aware_runs(p)
-    summaries = {k: v for k, v in _read_summaries(layout.REPORTS / "eval").items() if k in {r.name for r in runs}}
+        codec_rd[codec] = _rd_curves(p, regime, Point(codec, top))
+    entries = _measured(p)
+    measured = _measured_rows(entries)
+    summaries = next(e["summaries"] for e in entries if e["regime"] == regime)
+    runs = layout.aware_runs(p, regime)
     simulators = {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}
     simulators |= {layout.cas_report_dir(pt, v).name for pt in p.points for v in p.baselines(pt)}
     cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in simulators}
-    head = headline(summaries, cas_tables=cas_tables)
-    setup = _setup_text(p)
+    head = (axis_headline(measured[np.isclose(measured.lambda_isp, p.lambda_isp)
+                                   & np.isclose(measured.lambda_comp, p.lambda_comp)] if len(measured) else measured,
+                          regime)
+            + "\n\nPer configuration of regime `" + regime + "`:\n\n" + headline(summaries, cas_tables=cas_tables))
+    setup = _setup_text(p, regime)
     path = write_report(layout.REPORTS, cas_tables=cas_tables, isp_summaries=summaries, headline_text=head,
-                        ablation=ablation, rd=rd, curves=_curves(point, variant),
-                        examples=_figure4_examples(p, point, variant), setup=setup, codec_rd=codec_rd,
+                        measured=measured, regime=regime, default_lambdas=(p.lambda_isp, p.lambda_comp),
+                        n_sources=sum(len(v) for v in layout.split().get("sources", {}).values()) or None,
+                        rd=rd, curves=_curves(regime, point, variant),
+                        examples=_figure4_examples(p, regime, point, variant), setup=setup, codec_rd=codec_rd,
                         cas_curves=_cas_curves(p, cas_tables))
     _update_readme_headline(head + "\n\n" + setup)
     return path
