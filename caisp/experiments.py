@@ -2,8 +2,8 @@
 kept in git under reports/experiments/<name>/ so that a fresh clone's report reads it.
 
 `caisp record NAME` (after `dvc exp run ...` in the workspace) copies the evaluation summaries of the
-experiment's fine-tuned regimes, their pretraining metrics, its params.yaml and report.md, and writes
-record.json (commit, command, date). The report stage reads every record: the regimes it did not run
+experiment's fine-tuned regimes, their pretraining metrics, the simulators' Table 1 summaries, its
+params.yaml and report.md, and writes record.json (commit, command, date). The report stage reads every record: the regimes it did not run
 itself (the operating-point axis) and other loss weights (Table 3).
 """
 from __future__ import annotations
@@ -50,6 +50,8 @@ def record(name: str, command: str, root: Path = ROOT, params_path: Path = Path(
         shutil.rmtree(staging, ignore_errors=True)
         raise CaispError(f"record: no evaluation summaries under reports/eval/<{', '.join(p.aware_regimes)}>: "
                          "run the experiment first (dvc exp run ...)")
+    for summary in sorted((layout.REPORTS / "cas").glob("*/summary.json")):  # Table 1's simulators
+        io.write_text(staging / "cas" / summary.parent.name / "summary.json", summary.read_text())
     for src in (params_path, layout.REPORTS / "report.md"):
         if src.is_file():
             io.write_text(staging / src.name, src.read_text())
@@ -64,8 +66,8 @@ def record(name: str, command: str, root: Path = ROOT, params_path: Path = Path(
 
 
 def load_records(root: Path = ROOT) -> list[dict[str, Any]]:
-    """Every record under `root`: its record.json plus `summaries` {regime: {run: summary}} and
-    `pretrain` {regime: metrics}."""
+    """Every record under `root`: its record.json plus `summaries` {regime: {run: summary}},
+    `pretrain` {regime: metrics} and `cas` {simulator: Table 1 summary}."""
     out = []
     for meta_path in sorted(root.glob("*/record.json")):
         meta = json.loads(meta_path.read_text())
@@ -74,5 +76,6 @@ def load_records(root: Path = ROOT) -> list[dict[str, Any]]:
             d.name: {s.parent.name: json.loads(s.read_text()) for s in sorted(d.glob("*/summary.json"))}
             for d in sorted((folder / "eval").glob("*")) if d.is_dir()}
         meta["pretrain"] = {f.stem: json.loads(f.read_text()) for f in sorted((folder / "isp").glob("*.json"))}
+        meta["cas"] = {s.parent.name: json.loads(s.read_text()) for s in sorted((folder / "cas").glob("*/summary.json"))}
         out.append(meta)
     return out

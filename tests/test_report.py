@@ -122,3 +122,33 @@ def test_rd_figure_draws_one_curve_per_model(tmp_path):
                        "bpp": [0.5, 0.8, 0.6, 0.9], "psnr": [30.0, 31.0, 35.0, 38.0]})
     report.rd_figure(rd, tmp_path / "rd.png")
     _valid_png(tmp_path / "rd.png")
+
+
+def test_measured_adds_only_what_records_ran_beyond_the_graph(tmp_path, monkeypatch):
+    """The graph's own configurations win; a record adds its other runs (Table 2's) and its other
+    regimes and λ (the axis, Table 3)."""
+    import json
+
+    from caisp.params import from_dict
+    from caisp.pipeline.report import HERE, _measured
+
+    monkeypatch.chdir(tmp_path)
+    p = from_dict({"qfs": [90], "cas": {"variants": ["unet"], "baselines": []}})
+
+    def put(path, summary):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+
+    put(tmp_path / "reports/eval/paper/aware-qf90-unet/summary.json", {"qf": 90, "variant": "unet", "graph": 1})
+    put(tmp_path / "reports/eval/paper/aware-qf90-djs/summary.json", {"stale": "not in this graph's matrix"})
+    rec = tmp_path / "reports/experiments/table2"
+    put(rec / "record.json", {"name": "table2", "lambda_isp": 0.1, "lambda_comp": 1.0, "aware_regimes": ["paper"]})
+    put(rec / "eval/paper/aware-qf90-unet/summary.json", {"qf": 90, "variant": "unet", "graph": 0})
+    put(rec / "eval/paper/aware-qf90-acn/summary.json", {"qf": 90, "variant": "acn"})
+    lam = tmp_path / "reports/experiments/lambda-1-1"
+    put(lam / "record.json", {"name": "lambda-1-1", "lambda_isp": 1.0, "lambda_comp": 1.0, "aware_regimes": ["paper"]})
+    put(lam / "eval/paper/aware-qf90-unet/summary.json", {"qf": 90, "variant": "unet"})
+    entries = {(e["source"], e["lambda_isp"]): e["summaries"] for e in _measured(p)}
+    assert entries[(HERE, 0.1)] == {"aware-qf90-unet": {"qf": 90, "variant": "unet", "graph": 1}}
+    assert list(entries[("table2", 0.1)]) == ["aware-qf90-acn"]
+    assert list(entries[("lambda-1-1", 1.0)]) == ["aware-qf90-unet"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from caisp import io
-from caisp.codecs import JPEG, Point
+from caisp.codecs import JPEG, SIMULATORS, Point
 from caisp.params import Params
 from caisp.pipeline import layout
 from caisp.pipeline.evaluation import at_codec, read_rows, test_set
@@ -126,6 +126,9 @@ def _cas_curves(p: Params, cas_tables: dict) -> tuple[dict, dict]:
     return curves, refs
 
 
+HERE = "this dvc repro"
+
+
 def _measured(p: Params) -> list[dict]:
     """Every regime measured: this graph's fine-tuned regimes (only this run's configurations: an
     earlier experiment's folders stay on disk when their stages leave dvc.yaml's matrices) and those of
@@ -137,16 +140,19 @@ def _measured(p: Params) -> list[dict]:
         names = {r.name for r in layout.aware_runs(p, regime)}
         summaries = {k: v for k, v in _read_summaries(layout.REPORTS / "eval" / regime).items() if k in names}
         pre = layout.pretrain_report(regime)
-        entries.append({"source": "this dvc repro", "regime": regime, "lambda_isp": p.lambda_isp,
+        entries.append({"source": HERE, "regime": regime, "lambda_isp": p.lambda_isp,
                         "lambda_comp": p.lambda_comp, "summaries": summaries,
                         "pretrain": json.loads(pre.read_text()) if pre.is_file() else {}})
-    here = {(e["regime"], e["lambda_isp"], e["lambda_comp"]) for e in entries}
+    seen = {(e["regime"], e["lambda_isp"], e["lambda_comp"], run) for e in entries for run in e["summaries"]}
     for rec in load_records():
         for regime, summaries in rec["summaries"].items():
             key = (regime, float(rec["lambda_isp"]), float(rec["lambda_comp"]))
-            if key not in here:  # this graph's own measurement of a regime wins over a copy
+            # a configuration this graph (or an earlier record) measured itself wins over a copy
+            new = {run: s for run, s in summaries.items() if (*key, run) not in seen}
+            seen |= {(*key, run) for run in new}
+            if new:
                 entries.append({"source": rec["name"], "regime": regime, "lambda_isp": key[1],
-                                "lambda_comp": key[2], "summaries": summaries,
+                                "lambda_comp": key[2], "summaries": new,
                                 "pretrain": rec["pretrain"].get(regime, {})})
     return entries
 
@@ -160,6 +166,7 @@ def run_report(p: Params) -> Path:
     """reports/report.md: the operating-point axis, then the paper's Tables 1-3 and Figures 4-5 at
     the headline regime, with every control, seeds and intervals, a section per other codec and the
     cross-codec table; the README's headline block."""
+    from caisp.experiments import load_records
     from caisp.report import _measured_rows, axis_headline, headline, write_report
 
     regime = headline_regime(p)
@@ -173,16 +180,33 @@ def run_report(p: Params) -> Path:
         codec_rd[codec] = _rd_curves(p, regime, Point(codec, top))
     entries = _measured(p)
     measured = _measured_rows(entries)
-    summaries = next(e["summaries"] for e in entries if e["regime"] == regime)
+    # The headline regime's configurations at this graph's λ: its own, then those only a committed
+    # experiment ran (e.g. Table 2's ACN and unfrozen rows), named in the setup line.
+    summaries, borrowed = {}, {}
+    for e in entries:
+        if e["regime"] == regime and (e["lambda_isp"], e["lambda_comp"]) == (p.lambda_isp, p.lambda_comp):
+            summaries.update(e["summaries"])
+            if e["source"] != HERE:
+                borrowed.update({run: e["source"] for run in e["summaries"]})
     runs = layout.aware_runs(p, regime)
     simulators = {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}
     simulators |= {layout.cas_report_dir(pt, v).name for pt in p.points for v in p.baselines(pt)}
     cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in simulators}
+    # Table 1's simulators this graph does not run (e.g. ACN, trained in the Table 2 experiment), at its points
+    names = {layout.cas_report_dir(pt, v).name for pt in p.points for v in SIMULATORS}
+    for rec in load_records():
+        for name, table in rec.get("cas", {}).items():
+            if name in names and name not in cas_tables:
+                cas_tables[name] = table
+                borrowed[f"Table 1 {name}"] = rec["name"]
     head = (axis_headline(measured[np.isclose(measured.lambda_isp, p.lambda_isp)
                                    & np.isclose(measured.lambda_comp, p.lambda_comp)] if len(measured) else measured,
                           regime)
             + "\n\nPer configuration of regime `" + regime + "`:\n\n" + headline(summaries, cas_tables=cas_tables))
     setup = _setup_text(p, regime)
+    if borrowed:
+        setup += (" Configurations measured by committed experiments (reports/experiments), same regime and λ: "
+                  + ", ".join(f"{run} ({src})" for run, src in sorted(borrowed.items())) + ".")
     path = write_report(layout.REPORTS, cas_tables=cas_tables, isp_summaries=summaries, headline_text=head,
                         measured=measured, regime=regime, default_lambdas=(p.lambda_isp, p.lambda_comp),
                         n_sources=sum(len(v) for v in layout.split().get("sources", {}).values()) or None,
