@@ -145,19 +145,28 @@ def _stages(tmp_path: Path, params: dict) -> list[str]:
 
 def test_matrix_expansion(tmp_path: Path) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["cas"]["unfrozen"] = ["unet"]  # the Table 2 experiment's: its codec stages expand too
     default = _stages(tmp_path, params)
     assert not [s for s in default if "codec" in s]  # the default stays JPEG-only
-    assert {"encode@80", "train_cas@90-djs", "evaluate@80-unet"} <= set(default)
+    assert {"encode@80", "train_cas@90-djs", "evaluate@paper-80-unet", "pretrain_isp@today",
+            "evaluate_controls@paper"} <= set(default)
+    assert not [s for s in default if "today" in s and not s.startswith("pretrain_isp")]  # today: pretrained only
     params["codec_points"] = ["webp-80", "avif-60"]
     names = set(_stages(tmp_path, params))
     assert set(default) < names
     for point in ("webp-80", "avif-60"):
         assert {f"encode_codec@{point}", f"train_cas_codec@{point}-unet", f"train_cas_codec@{point}-acn",
-                f"finetune_codec@{point}-acn", f"finetune_unfrozen_codec@{point}-unet",
-                f"evaluate_codec@{point}-unet", f"evaluate_unfrozen_codec@{point}-unet"} <= names
+                f"finetune_codec@paper-{point}-acn", f"finetune_unfrozen_codec@paper-{point}-unet",
+                f"evaluate_codec@paper-{point}-unet", f"evaluate_unfrozen_codec@paper-{point}-unet"} <= names
         assert not [n for n in names if point in n and ("djs" in n or "kornia" in n)]
         assert f"baseline_cas_codec@{point}-blur" in names
     assert len(names) - len(default) == 2 * (1 + 2 + 1 + 2 + 1 + 2 + 1)  # encode, cas, blur, finetune..
+    # The regime axis: a second fine-tuned regime doubles every fine-tuning and evaluation stage, not the CAS.
+    params["aware_regimes"] = ["paper", "today"]
+    both = set(_stages(tmp_path, params))
+    assert {n.replace("@paper-", "@today-") for n in names if "@paper-" in n} <= both
+    assert {"evaluate_controls@today", "finetune_control@today-agnostic"} <= both
+    assert len(both) - len(names) == len([n for n in names if "@paper" in n and not n.startswith("pretrain_isp")])
     # Every stage reads what its item names: the codec stages' commands carry the point.
     lock = json.dumps(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
     assert "--point ${item.point}" in lock and "data/codecs/${item.point}" in lock
