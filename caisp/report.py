@@ -438,11 +438,14 @@ def axis_figure(rows: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     markers = {"unet": "o", "acn": "s", "djs": "^", "kornia": "D"}
     colours = {80: "tab:blue", 90: "tab:orange"}
+    xs = [float(x) for x in rows.pre_psnr if _finite(x)] + [g["agnostic"] for g in paper_gains()]
+    unit = 0.008 * max(max(xs) - min(xs), 1.0) if xs else 0.0  # side by side: QFs, then simulators
+    slot = {v: i - 1.5 for i, v in enumerate(markers)}
     for ax, pre, title in ((axes[0], "d_pre", "aware − pretrained ISP (the paper's comparison)"),
                            (axes[1], "d_ctrl", "aware − fine-tuned control (λ_comp = 0, same steps)")):
         for _, r in rows.iterrows():
             y, lo, hi = (float(r[f"{pre}_{k}"]) if _finite(r[f"{pre}_{k}"]) else np.nan for k in ("mean", "lo", "hi"))
-            x = float(r.pre_psnr) + (0.08 if r.qf == 90 else -0.08)  # QFs side by side
+            x = float(r.pre_psnr) + unit * ((2.5 if r.qf == 90 else -2.5) + slot.get(r.variant, 0))
             ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt=markers.get(r.variant, "x"),
                         color=colours.get(int(r.qf), "k"), ms=6, capsize=3,
                         label=f"QF {r.qf}, {VARIANT_NAMES.get(r.variant, r.variant)}")
@@ -471,7 +474,8 @@ def axis_headline(rows: pd.DataFrame, regime: str) -> str:
     ops = ", ".join(f"QF {qf}: {_num(g.pre_psnr.iloc[0], 2)} dB at {_num(g.pre_bpp.iloc[0], 3)} bpp"
                     for qf, g in at.groupby("qf"))
     r0 = at.iloc[0]
-    lines = [f"At the paper's operating point (regime `{regime}`: agnostic ISP PSNR(c(f(x)), c(y)) {ops}; "
+    where = "the paper's operating point" if regime == "paper" else f"regime `{regime}`'s operating point"
+    lines = [f"At {where} (regime `{regime}`: agnostic ISP PSNR(c(f(x)), c(y)) {ops}; "
              f"paper: 35.54 dB at 0.541 bpp at QF 80, 35.88 dB at 0.900 bpp at QF 90), mean over "
              f"{r0.n_photos} test photos × {r0.n_seeds} seeds"
              + (", each seed with its own pretraining" if r0.pretrain_per_seed else "") + ", 95 % intervals:", ""]

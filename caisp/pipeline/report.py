@@ -129,7 +129,7 @@ def _cas_curves(p: Params, cas_tables: dict) -> tuple[dict, dict]:
 HERE = "this dvc repro"
 
 
-def _measured(p: Params) -> list[dict]:
+def _measured(p: Params, records: list[dict] | None = None) -> list[dict]:
     """Every regime measured: this graph's fine-tuned regimes (only this run's configurations: an
     earlier experiment's folders stay on disk when their stages leave dvc.yaml's matrices) and those of
     the committed experiments (caisp.experiments), as `caisp.report._measured_rows` entries."""
@@ -144,7 +144,7 @@ def _measured(p: Params) -> list[dict]:
                         "lambda_comp": p.lambda_comp, "summaries": summaries,
                         "pretrain": json.loads(pre.read_text()) if pre.is_file() else {}})
     seen = {(e["regime"], e["lambda_isp"], e["lambda_comp"], run) for e in entries for run in e["summaries"]}
-    for rec in load_records():
+    for rec in load_records() if records is None else records:
         for regime, summaries in rec["summaries"].items():
             key = (regime, float(rec["lambda_isp"]), float(rec["lambda_comp"]))
             # a configuration this graph (or an earlier record) measured itself wins over a copy
@@ -178,7 +178,8 @@ def run_report(p: Params) -> Path:
     for codec in dict.fromkeys(pt.codec for pt in p.points if pt.codec != JPEG.name):
         top = max(q.quality for q in p.points if q.codec == codec)  # its highest training quality
         codec_rd[codec] = _rd_curves(p, regime, Point(codec, top))
-    entries = _measured(p)
+    records = load_records()  # read once: the axis, Table 3 and Table 1's borrowed rows
+    entries = _measured(p, records)
     measured = _measured_rows(entries)
     # The headline regime's configurations at this graph's λ: its own, then those only a committed
     # experiment ran (e.g. Table 2's ACN and unfrozen rows), named in the setup line.
@@ -194,7 +195,7 @@ def run_report(p: Params) -> Path:
     cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in simulators}
     # Table 1's simulators this graph does not run (e.g. ACN, trained in the Table 2 experiment), at its points
     names = {layout.cas_report_dir(pt, v).name for pt in p.points for v in SIMULATORS}
-    for rec in load_records():
+    for rec in records:
         for name, table in rec.get("cas", {}).items():
             if name in names and name not in cas_tables:
                 cas_tables[name] = table
