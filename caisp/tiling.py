@@ -38,6 +38,27 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return origins
 
 
+def _extent(length: int, tile: int, overlap: int) -> int:
+    """Pixels the tiles along one axis cover, overlaps counted as often as they are computed."""
+    origins = tile_origins(length, tile, overlap)
+    return sum(min(length, o + tile) for o in origins[:-1]) - sum(origins[:-1]) + length - origins[-1]
+
+
+def fit_tile(h: int, w: int, tile: int, overlap: int) -> tuple[int, int]:
+    """(rows, columns) of the tile that covers an h x w image in no more tiles per axis than `tile`
+    does, with the fewest computed pixels: `tile` is a maximum, the tiles are sized to the image.
+    A 4256x2848 frame at 768, overlap 32, gets 736x736 tiles: the same 6 x 4 tiles, 7 % more
+    pixels than the frame instead of 17 %."""
+    def best(length: int) -> int:
+        n = len(tile_origins(length, tile, overlap))
+        fits = [t for t in range(2 * overlap + ALIGN, tile + 1, ALIGN)
+                if len(tile_origins(length, t, overlap)) <= n]
+        return min(fits, key=lambda t: (_extent(length, t, overlap), -t))
+
+    validate_tile(tile, overlap)
+    return best(h), best(w)
+
+
 def ramp(n: int, overlap: int, head: bool, tail: bool) -> torch.Tensor:
     """1-D raised-cosine window of length n: rises over `overlap` pixels at an inner (head/tail) edge,
     1 elsewhere; never 0, so every pixel is covered by positive weight."""
@@ -117,8 +138,9 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
               attention_tol: float = ATTENTION_TOL, report: dict | None = None) -> torch.Tensor:
     """Apply `fn` ((1,C,h,w) -> (1,C',h,w)) to `image` (1,C,H,W) tile by tile and blend the results.
 
-    An image that fits in one tile goes through `fn` once. The output lives on `image`'s device in
-    float32; `fn` may run elsewhere (its results are moved back).
+    `tile` is the largest tile side: the tiles are sized to the image (`fit_tile`), as few per axis as
+    `tile` allows. An image that fits in one tile goes through `fn` once. The output lives on
+    `image`'s device in float32; `fn` may run elsewhere (its results are moved back).
 
     `model` is the network inside `fn`. If it has channel attention (ISP-Net), a tile alone would pool
     its own features, not the whole image's, and shift every pixel of the tile (~1/255 for trained
@@ -143,15 +165,16 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, t
             return fn(image).to(image.device, torch.float32)
         layers = _attention_layers(model)
         if not layers:
-            tiles = list(_tiles(h, w, tile, overlap))
+            tiles = list(_tiles(h, w, fit_tile(h, w, tile, overlap), overlap))
             return _blend(((box, fn(image[:, :, box[2]:box[3], box[4]:box[5]])) for box in tiles),
                           image, overlap, out_channels)
         from caisp.models.unet import pad_to_multiple
 
         padded = pad_to_multiple(image, ALIGN)
         H, W = padded.shape[-2:]
-        tiles = list(_tiles(H, W, tile, overlap))
-        preds = _settle(fn, padded, tile, overlap, tiles, layers, attention_tol, report)
+        size = fit_tile(H, W, tile, overlap)
+        tiles = list(_tiles(H, W, size, overlap))
+        preds = _settle(fn, padded, size, overlap, tiles, layers, attention_tol, report)
         return _blend(zip(tiles, preds), padded, overlap, out_channels)[..., :h, :w]
 
 
@@ -169,14 +192,14 @@ def _pooling(layers: list[nn.Module], pool: _WholeImagePool) -> Iterator[None]:
 Box = tuple[int, int, int, int, int, int, int, int]
 
 
-def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[Box]:
-    """(iy, ix, y0, y1, x0, x1, ny, nx) of every tile, row by row; the last tile of a row or column
-    reaches the border."""
-    ys, xs = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
+def _tiles(h: int, w: int, size: tuple[int, int], overlap: int) -> Iterator[Box]:
+    """(iy, ix, y0, y1, x0, x1, ny, nx) of every tile of `size` (rows, columns), row by row; the last
+    tile of a row or column reaches the border."""
+    ys, xs = tile_origins(h, size[0], overlap), tile_origins(w, size[1], overlap)
     for iy, y0 in enumerate(ys):
-        y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
+        y1 = h if iy == len(ys) - 1 else min(h, y0 + size[0])
         for ix, x0 in enumerate(xs):
-            x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
+            x1 = w if ix == len(xs) - 1 else min(w, x0 + size[1])
             yield iy, ix, y0, y1, x0, x1, len(ys), len(xs)
 
 
@@ -192,7 +215,7 @@ def _attention_weights(layers: list[nn.Module], means: dict[nn.Module, torch.Ten
                       for layer in layers])
 
 
-def _settle(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
+def _settle(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, size: tuple[int, int], overlap: int,
             tiles: list[Box], layers: list[nn.Module], tol: float, report: dict | None) -> list[torch.Tensor]:
     """Every tile's output, computed with attention means within `tol` (in attention weights) of the
     whole image's.
@@ -204,8 +227,8 @@ def _settle(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, til
     depends on the image no tile reruns; where it swings, the first tiles do (at most all of them,
     two runs a tile). Returns the outputs in `tiles`' order."""
     _, _, h, w = image.shape
-    cy = _cuts(tile_origins(h, tile, overlap), h, tile)
-    cx = _cuts(tile_origins(w, tile, overlap), w, tile)
+    cy = _cuts(tile_origins(h, size[0], overlap), h, size[0])
+    cx = _cuts(tile_origins(w, size[1], overlap), w, size[1])
     n = len(tiles)
     preds: list[torch.Tensor | None] = [None] * n
     shares: list[tuple[dict, dict] | None] = [None] * n
@@ -243,7 +266,7 @@ def _settle(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, til
             run(i, whole)
         runs += len(stale)
     if report is not None:
-        report.update(tiles=n, tile_runs=runs, rounds=rounds, weight_error=max(errors()))
+        report.update(tiles=n, tile_runs=runs, rounds=rounds, weight_error=max(errors()), tile_size=size)
     return preds  # type: ignore[return-value]
 
 

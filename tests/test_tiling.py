@@ -41,6 +41,25 @@ def test_origins_cover_and_align():
         assert length - origins[-1] <= 129
 
 
+def test_tiles_fitted_to_the_image():
+    """Issue 19: `tile` is a maximum; the tiles shrink to the image, never to more of them, and the
+    computed pixels never grow (12 MP at 768, overlap 32: 736 x 736, 1.17x the frame's pixels -> 1.07x)."""
+    from caisp.tiling import _extent, fit_tile
+
+    assert fit_tile(2848, 4256, 768, 32) == (736, 736)
+    assert _extent(4256, 768, 32) == 6 * 768 and _extent(4256, 736, 32) == 6 * 736
+    for h, w, tile, overlap in ((2848, 4256, 768, 64), (4000, 6000, 768, 32), (500, 470, 256, 64),
+                                (512, 512, 128, 32), (300, 1000, 512, 16), (100, 90, 128, 32)):
+        ty, tx = fit_tile(h, w, tile, overlap)
+        assert ty <= tile and tx <= tile and ty % 16 == 0 and tx % 16 == 0
+        for length, t in ((h, ty), (w, tx)):
+            assert len(tile_origins(length, t, overlap)) <= len(tile_origins(length, tile, overlap))
+            assert _extent(length, t, overlap) <= _extent(length, tile, overlap)
+            origins = tile_origins(length, t, overlap)  # still overlapping by `overlap`, still covering
+            assert all(a + t - b >= overlap for a, b in zip(origins, origins[1:]))
+    assert fit_tile(100, 90, 128, 32) == (128, 128)  # one tile: nothing to fit
+
+
 def test_ramp_positive_and_symmetric():
     w = ramp(128, 32, True, True)
     assert w.min() > 0 and w.max() == 1
@@ -173,7 +192,7 @@ def _tiled_with_exact_means(net, x, tile, overlap):
         net(p)
     means = {m: (pool.sums[m] / pool.counts[m]).float() for m in layers}
     with torch.no_grad(), tiling._pooling(layers, tiling._WholeImagePool(means)):
-        boxes = list(tiling._tiles(*p.shape[-2:], tile, overlap))
+        boxes = list(tiling._tiles(*p.shape[-2:], tiling.fit_tile(*p.shape[-2:], tile, overlap), overlap))
         out = tiling._blend(((b, net(p[:, :, b[2]:b[3], b[4]:b[5]])) for b in boxes), p, overlap, None)
     return out[..., :x.shape[-2], :x.shape[-1]]
 
