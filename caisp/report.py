@@ -88,6 +88,18 @@ def _num(x: Any, digits: int) -> str:
     return f"{v:.{digits}f}" if math.isfinite(v) else DASH
 
 
+def same_lambdas(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Loss weights (λ_isp, λ_comp) equal up to float noise: they come from YAML, -S and records."""
+    return bool(np.allclose(a, b))
+
+
+def at_lambdas(rows: pd.DataFrame, lambdas: tuple[float, float]) -> pd.DataFrame:
+    """The rows of `_measured_rows` measured at loss weights `lambdas` (λ_isp, λ_comp)."""
+    if rows is None or rows.empty:
+        return rows
+    return rows[np.isclose(rows.lambda_isp, lambdas[0]) & np.isclose(rows.lambda_comp, lambdas[1])]
+
+
 def _finite(x: Any) -> bool:
     try:
         return math.isfinite(float(x))
@@ -499,8 +511,8 @@ def table3(rows: pd.DataFrame | None, regime: str | None = None) -> str:
         for (li, lc), paper in PAPER[JPEG.name]["table3"][qf].items():
             for v in ("unet", "acn", "djs"):
                 known.add((qf, li, lc, v))
-                sel = at[(at.qf == qf) & (at.variant == v) & np.isclose(at.lambda_isp, li)
-                         & np.isclose(at.lambda_comp, lc)] if len(at) else at
+                sel = at_lambdas(at, (li, lc))
+                sel = sel[(sel.qf == qf) & (sel.variant == v)] if len(sel) else sel
                 r = sel.iloc[0] if len(sel) else {}
                 out.append([str(qf), f"{li:g}", f"{lc:g}", VARIANT_NAMES[v],
                             _pair(r.get("aware_psnr"), r.get("aware_bpp"), 2, 3) if len(sel) else DASH,
@@ -686,8 +698,8 @@ def _axis_part(fig_dir: Path, measured: pd.DataFrame | None, default_lambdas: tu
     """The operating-point axis: every regime measured at the default λ, by this graph or a committed
     experiment (reports/experiments), as a table and a figure."""
     rows = measured
-    if rows is not None and not rows.empty and default_lambdas is not None:
-        rows = rows[np.isclose(rows.lambda_isp, default_lambdas[0]) & np.isclose(rows.lambda_comp, default_lambdas[1])]
+    if default_lambdas is not None:
+        rows = at_lambdas(rows, default_lambdas)
     parts = ["## The operating-point axis: the paper's claim where the paper made it", "",
              "Each regime is an ISP with the whole comparison (pretrained ISP, both fine-tuned controls, the aware "
              "ISP per simulator and QF, every seed), ordered by how good its compression-agnostic ISP is. "

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from caisp import io
 from caisp.codecs import JPEG, SIMULATORS, Point
 from caisp.params import Params
@@ -167,7 +165,7 @@ def run_report(p: Params) -> Path:
     the headline regime, with every control, seeds and intervals, a section per other codec and the
     cross-codec table; the README's headline block."""
     from caisp.experiments import load_records
-    from caisp.report import _measured_rows, axis_headline, headline, write_report
+    from caisp.report import _measured_rows, at_lambdas, axis_headline, headline, same_lambdas, write_report
 
     regime = headline_regime(p)
     point = Point(JPEG.name, max(p.qfs))  # the paper's Figure 5 shows the ISPs trained at QF 90
@@ -184,8 +182,9 @@ def run_report(p: Params) -> Path:
     # The headline regime's configurations at this graph's λ: its own, then those only a committed
     # experiment ran (e.g. Table 2's ACN and unfrozen rows), named in the setup line.
     summaries, borrowed = {}, {}
+    lambdas = (p.lambda_isp, p.lambda_comp)
     for e in entries:
-        if e["regime"] == regime and (e["lambda_isp"], e["lambda_comp"]) == (p.lambda_isp, p.lambda_comp):
+        if e["regime"] == regime and same_lambdas((e["lambda_isp"], e["lambda_comp"]), lambdas):
             summaries.update(e["summaries"])
             if e["source"] != HERE:
                 borrowed.update({run: e["source"] for run in e["summaries"]})
@@ -200,16 +199,14 @@ def run_report(p: Params) -> Path:
             if name in names and name not in cas_tables:
                 cas_tables[name] = table
                 borrowed[f"Table 1 {name}"] = rec["name"]
-    head = (axis_headline(measured[np.isclose(measured.lambda_isp, p.lambda_isp)
-                                   & np.isclose(measured.lambda_comp, p.lambda_comp)] if len(measured) else measured,
-                          regime)
+    head = (axis_headline(at_lambdas(measured, lambdas), regime)
             + "\n\nPer configuration of regime `" + regime + "`:\n\n" + headline(summaries, cas_tables=cas_tables))
     setup = _setup_text(p, regime)
     if borrowed:
         setup += (" Configurations measured by committed experiments (reports/experiments), same regime and λ: "
                   + ", ".join(f"{run} ({src})" for run, src in sorted(borrowed.items())) + ".")
     path = write_report(layout.REPORTS, cas_tables=cas_tables, isp_summaries=summaries, headline_text=head,
-                        measured=measured, regime=regime, default_lambdas=(p.lambda_isp, p.lambda_comp),
+                        measured=measured, regime=regime, default_lambdas=lambdas,
                         n_sources=sum(len(v) for v in layout.split().get("sources", {}).values()) or None,
                         rd=rd, curves=_curves(regime, point, variant),
                         examples=_figure4_examples(p, regime, point, variant), setup=setup, codec_rd=codec_rd,
