@@ -51,7 +51,7 @@ def main() -> None:
 
     from caisp import develop
     from caisp.models import build
-    from caisp.tiling import tile_origins
+    from caisp.tiling import fit_tile, tile_origins
 
     tile = args.tile or develop.DEFAULT_TILE
     torch.manual_seed(0)
@@ -61,8 +61,9 @@ def main() -> None:
     bf16 = _time(net, x, lambda: torch.autocast("cpu", dtype=torch.bfloat16), args.repeat)
     h, w = SIZE
     scale = h * w / tile**2
-    ys, xs = (tile_origins(n, tile, develop.DEFAULT_OVERLAP) for n in (h, w))
-    computed = len(ys) * len(xs) * tile**2
+    ty, tx = fit_tile(h, w, tile, develop.DEFAULT_OVERLAP)  # develop sizes its tiles to the frame
+    ys, xs = tile_origins(h, ty, develop.DEFAULT_OVERLAP), tile_origins(w, tx, develop.DEFAULT_OVERLAP)
+    computed = len(ys) * len(xs) * ty * tx
     rows = [("fp32, channels_last (develop's)", fp32), ("bf16 autocast", bf16)]
     table = ["| precision | one tile s | one pass over 12 MP, no overlap (floor) s | develop's default tiling s |",
              "| --- | ---: | ---: | ---: |"]
@@ -79,7 +80,8 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, CPU flags: {flags or 'unknown'}. Extrapolated to {w}x{h} "
         f"({h * w / 1e6:.1f} MP, {scale:.1f} tiles' worth of pixels). develop's default tiling "
-        f"({len(ys)} x {len(xs)} tiles of {tile}, overlap {develop.DEFAULT_OVERLAP}) computes "
+        f"({len(ys)} x {len(xs)} tiles of {ty}x{tx}, fitted to the frame from at most {tile}, overlap "
+        f"{develop.DEFAULT_OVERLAP}) computes "
         f"{computed / (h * w):.2f}x the image's pixels.", "",
         *table, "",
         "The network alone, one pass, no overlap, is the floor of `caisp develop`'s time (raw decode, "

@@ -102,15 +102,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# Tiles of at most 768 pixels, sized to the frame (caisp.tiling.fit_tile): a 12 MP frame in 4 x 6
-# tiles of 736 with a 32-pixel overlap, 7 % more pixels than the frame (overlap 64: 17 %; 1024: 3 x 5,
-# 30 % more). The network's own time is then within 10 % of one pass over the frame, the floor on a
-# CPU (benchmarks/results/develop_floor.md). Overlap 32 keeps the seams within 0.1/255 of one whole
-# pass on the pipeline's models (benchmarks/results/stats_sample.md). The whole image's attention
+# Tiles of 768 pixels cover a 12 MP frame in 4 x 6 tiles, 17 % more pixels than the frame with a
+# 64-pixel overlap (1024: 3 x 5, 30 % more; 512: 7 x 10, 52 % more). The whole image's attention
 # statistics are gathered during the output pass (caisp.tiling._settle): about one pass over the
 # tiles where the attention hardly depends on the image, at most about two where it swings
 # (benchmarks/results/develop.md).
-DEFAULT_TILE, DEFAULT_OVERLAP = 768, 32
+DEFAULT_TILE, DEFAULT_OVERLAP = 768, 64
 
 
 def _demosaic_in_strips(mosaic: torch.Tensor, cfa: str, strip: int = 256) -> torch.Tensor:
@@ -247,12 +244,12 @@ def add_develop_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace output files that already exist (default: refuse and skip them)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                   help="largest tile side in pixels, a multiple of 16 >= 2*overlap+16; the tiles are "
-                        f"sized to the frame; smaller uses less memory (default {DEFAULT_TILE})")
+                   help="tile size in pixels, a multiple of 16 >= 2*overlap+16; smaller uses less "
+                        f"memory (default {DEFAULT_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help="overlap between tiles, blended with a raised-cosine window (default "
                         f"{DEFAULT_OVERLAP}: with the whole image's attention statistics, tiles then match one "
-                        "whole-image pass within ~0.1/255)")
+                        "whole-image pass within ~0.2/255)")
     p.add_argument("--attention-tol", type=float, default=None, metavar="TOL",
                    help="tiles whose channel-attention weights differ from the whole image's by more than "
                         "this are computed again, once (default 1e-3; "

@@ -158,10 +158,6 @@ def test_trained_isp_net_tiled_equals_whole_image(trained_isp_net) -> None:
     per_tile = run_tiled(net, x, 256, 64)  # no model: each tile pools its own features
     assert exact.shape == whole.shape
     assert (exact - whole).abs().max().item() < 0.5 / 255
-    from caisp.develop import DEFAULT_OVERLAP  # caisp develop's overlap holds the bound too
-
-    narrow = run_tiled(net, x, 256, DEFAULT_OVERLAP, model=net)
-    assert (narrow - whole).abs().max().item() < 0.5 / 255
     assert (per_tile - whole).abs().max().item() > 2 / 255  # what the first pass fixes
     assert (exact - whole).abs().mean() < (per_tile - whole).abs().mean() / 50
 
