@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from caisp.io import write_text  # noqa: E402
 
 
+VARIANTS = ("photo", "blur 1.0", "sharpen", "noise 2/255")
+
+
 def _variants(img: np.ndarray) -> dict[str, np.ndarray]:
     """The photo and what an ISP might make of it (uint8 HxWx3)."""
     import torch
@@ -36,6 +39,7 @@ def _variants(img: np.ndarray) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     out = {"photo": x, "blur 1.0": soft, "sharpen": (x + 1.0 * (x - soft)).clamp(0, 1),
            "noise 2/255": (x + torch.from_numpy(rng.normal(0, 2 / 255, x.shape)).float()).clamp(0, 1)}
+    assert tuple(out) == VARIANTS
     return {k: (v[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for k, v in out.items()}
 
 
@@ -89,13 +93,14 @@ def main() -> None:
     torch.set_num_threads(2)
     photos = [(name, img) for name, _, img in load_photos()]
     fit_set = {name for i, (name, _) in enumerate(sorted(photos)) if i % 2 == 0}
-    rows = []  # (qf, variant, photo, held out, features, real bits)
+    rows = []  # (qf, variant, photo, held out, features, real bits, pixels)
     for name, img in photos:
         for variant, im in _variants(img).items():
             x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
             for qf in args.qfs:
                 f = JPEGRate(qf).features(x)[0].numpy()
-                rows.append((qf, variant, name, name not in fit_set, f, 8 * len(encode_jpeg(im, qf))))
+                rows.append((qf, variant, name, name not in fit_set, f, 8 * len(encode_jpeg(im, qf)),
+                             im.shape[0] * im.shape[1]))
     lines = [
         "# Rate proxy against real JPEG bytes", "",
         f"Written by `benchmarks/bench_rate_proxy.py` on {datetime.date.today()}: `caisp.rate.JPEGRate` "
@@ -110,14 +115,14 @@ def main() -> None:
         train = [r for r in rows if r[0] == qf and not r[3] and r[1] == "photo"]
         w = fit(np.stack([r[4] for r in train]), np.array([r[5] for r in train]))
         weights[qf] = w
-        for variant in _variants(photos[0][1]):
+        for variant in VARIANTS:
             test = [r for r in rows if r[0] == qf and r[3] and r[1] == variant]
             real = np.array([r[5] for r in test], float)
             pred = np.stack([r[4] for r in test]) @ w
             rel = np.abs(pred - real) / real
-            pixels = [img.shape[0] * img.shape[1] for name, img in photos for r in test if r[2] == name]
+            pixels = np.array([r[6] for r in test], float)
             lines.append(f"| {qf} | {variant} | {len(test)} | {_spearman(pred, real):.3f} | {rel.mean():.3f} | "
-                         f"{rel.max():.3f} | {np.mean(real / np.array(pixels)):.3f} |")
+                         f"{rel.max():.3f} | {np.mean(real / pixels):.3f} |")
     # Pooled over QFs and variants: does the proxy order every held-out file by size?
     test = [r for r in rows if r[3]]
     pred = np.array([r[4] @ weights[r[0]] for r in test])
