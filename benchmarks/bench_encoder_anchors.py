@@ -1,6 +1,5 @@
 """What an encoder alone buys on the agnostic ISP's output at equal PSNR (issue 22's anchors).
 
-    pip install -e '.[bench]'     # jpeglib: libjpeg-turbo and mozjpeg builds in one wheel
     python benchmarks/bench_encoder_anchors.py [--model models/isp/paper/pretrained/seed0.pt] [--regime paper]
 
 Runs the ISP on the default pipeline's test photos (after `dvc repro`), then encodes each output over a
@@ -8,7 +7,7 @@ QF sweep with: Pillow (libjpeg-turbo, baseline Huffman tables: the pipeline's en
 optimised Huffman tables, and mozjpeg 4.0.3 (jpeglib) with trellis quantisation and optimised
 Huffman tables on the IJG tables (as the others, `base_quant_tbl_idx=0`), so that only the entropy
 coding and the quantisation decisions differ; mozjpeg writes progressive scans through jpeglib (its
-default, which jpeglib 1.0.2 does not switch off), part of its saving. Scores PSNR(c(f(x)), y) against the real bpp
+default, which jpeglib 1.0.2 does not switch off), part of its saving. The encoders are the pipeline's (`caisp.data.codec`: codecs jpeg, jpegopt, mozjpeg). Scores PSNR(c(f(x)), y) against the real bpp
 and reports each encoder's BD-rate against Pillow's, per photo (mean and a 95 % bootstrap interval
 over photos) and on the mean curves. Writes benchmarks/results/encoder_anchors.md.
 """
@@ -16,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,38 +26,16 @@ sys.path.insert(0, str(ROOT))
 from caisp.io import write_text  # noqa: E402
 
 
-def _baseline(img: np.ndarray, qf: int) -> bytes:
-    """The pipeline's own encoder (baseline Huffman tables)."""
-    from caisp.data.codec import encode_jpeg
+def _encoder(codec: str):
+    """The pipeline's own encoder of `codec` (caisp.data.codec): baseline, or one of JPEG's anchors."""
+    from caisp.data.codec import encode
 
-    return encode_jpeg(img, qf)
-
-
-def _optimised_huffman(img: np.ndarray, qf: int) -> bytes:
-    """Pillow's encoder as the pipeline's, but with Huffman tables optimised per image (a setting the
-    pipeline's codec description leaves off, so that its sizes stay the plain baseline ones)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(buf, "JPEG", quality=qf, subsampling="4:2:0", optimize=True)
-    return buf.getvalue()
+    return lambda img, qf: encode(img, codec, qf, subsampling="4:2:0")
 
 
-def _mozjpeg(img: np.ndarray, qf: int) -> bytes:
-    import jpeglib
-
-    with jpeglib.version("mozjpeg403"), tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "x.jpg"
-        im = jpeglib.from_spatial(np.ascontiguousarray(img))
-        im.samp_factor = ((2, 2), (1, 1), (1, 1))
-        im.write_spatial(str(path), qt=qf, base_quant_tbl_idx=0,
-                         flags=["+TRELLIS_QUANT", "+TRELLIS_QUANT_DC", "+OPTIMIZE_CODING"])
-        return path.read_bytes()
-
-
-ENCODERS = {"pillow (libjpeg-turbo, baseline)": _baseline,
-            "pillow, optimised Huffman": _optimised_huffman,
-            "mozjpeg 4.0.3: trellis, optimised Huffman, progressive": _mozjpeg}
+ENCODERS = {"pillow (libjpeg-turbo, baseline)": _encoder("jpeg"),
+            "pillow, optimised Huffman": _encoder("jpegopt"),
+            "mozjpeg 4.0.3: trellis, optimised Huffman, progressive": _encoder("mozjpeg")}
 
 
 def main() -> None:

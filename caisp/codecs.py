@@ -27,8 +27,10 @@ class Codec:
     ext: str                  # file extension of the encoded files
     quality: tuple[int, int]  # valid range of the quality, inclusive
     scale: str                # what the quality means
-    feature: str | None       # PIL.features name that must be present (None: the pillow-heif plugin)
+    feature: str | None       # PIL.features name that must be present (None: none)
     simulators: tuple[str, ...]  # CAS variants that can model it
+    module: str | None = None     # a Python package its encoder needs beyond Pillow (import name)
+    package: str | None = None    # and what `pip install` calls it
     point_name: str = "{codec}-{quality}"   # file and stage name of an operating point
     point_label: str = "{display} {quality}"
     quality_name: str = "quality"           # what its quality is called in messages
@@ -74,8 +76,21 @@ CODECS: dict[str, Codec] = {c.name: c for c in (
     Codec("jpeg2000", "JPEG 2000", "JPEG2000", ".jp2", (20, 80),
           "OpenJPEG fixed-quality layer: target PSNR in dB (irreversible 9/7 wavelet)", "jpg_2000", _ANY),
     Codec("heic", "HEIC", "HEIF", ".heic", (1, 100), "x265 quality through libheif (HEVC intra)", None,
-          _ANY),
+          _ANY, module="pillow_heif", package="pillow-heif"),
+    # JPEG's encoder-side anchors (issue 22): the same format, tables and quality scale as `jpeg`, coded
+    # with more effort; decoded by Pillow like any JPEG.
+    Codec("jpegopt", "JPEG, optimised Huffman", "JPEG", ".jpg", (1, 100),
+          "IJG quality factor; libjpeg-turbo with Huffman tables optimised per image", "jpg", _ANY,
+          point_label="QF {quality}, optimised Huffman", quality_name="quality factor", quality_head="QF",
+          simulator_settings=("subsampling",)),
+    Codec("mozjpeg", "mozjpeg", "JPEG", ".jpg", (1, 100),
+          "IJG quality factor (libjpeg's tables); mozjpeg 4.0.3 with trellis quantisation, optimised Huffman, "
+          "progressive scans", "jpg", _ANY, module="jpeglib", package="jpeglib",
+          point_label="mozjpeg QF {quality}", quality_name="quality factor", quality_head="QF",
+          simulator_settings=("subsampling",)),
 )}
+# The codecs that code JPEG's format at JPEG's quality scale with another encoder.
+JPEG_ANCHORS = ("jpegopt", "mozjpeg")
 JPEG = CODECS["jpeg"]  # the paper's codec
 SIMULATORS = tuple(dict.fromkeys(v for c in CODECS.values() for v in c.simulators))
 

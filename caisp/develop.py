@@ -195,11 +195,15 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = D
     return apply_flip(img, raw.flip)
 
 
+JPEG_ENCODERS = ("jpeg", "jpegopt", "mozjpeg")  # caisp.codecs: baseline libjpeg-turbo and JPEG's anchors
+
+
 def save_output(img: np.ndarray, out_path: str | Path, fmt: str = "jpeg", qf: int = 90,
-                subsampling: str = "4:2:0", overwrite: bool = True) -> Path:
-    """Write float [0, 1] (H, W, 3) as a JPEG at `qf` or a 16-bit PNG, atomically. Without `overwrite`
-    an existing file is never replaced, also when another process creates it meanwhile: the final
-    move itself refuses (caisp.io.atomic_path(replace=False))."""
+                subsampling: str = "4:2:0", overwrite: bool = True, encoder: str = "jpeg") -> int:
+    """Write float [0, 1] (H, W, 3) as a JPEG at `qf` (with `encoder`, one of JPEG_ENCODERS) or a
+    16-bit PNG, atomically; the bytes written. Without `overwrite` an existing file is never replaced,
+    also when another process creates it meanwhile: the final move itself refuses
+    (caisp.io.atomic_path(replace=False))."""
     from caisp.io import reap_temporaries, write_bytes, write_png
 
     out_path = Path(out_path)
@@ -207,10 +211,10 @@ def save_output(img: np.ndarray, out_path: str | Path, fmt: str = "jpeg", qf: in
     reap_temporaries(out_path)  # what a develop killed mid-write left beside this name
     try:
         if fmt == "jpeg":
-            from caisp.data.codec import encode_jpeg
+            from caisp.data.codec import encode
 
             u8 = np.rint(img * 255.0).astype(np.uint8)
-            write_bytes(out_path, encode_jpeg(u8, int(qf), subsampling), replace=overwrite)
+            write_bytes(out_path, encode(u8, encoder, int(qf), subsampling=subsampling), replace=overwrite)
         elif fmt == "png16":
             write_png(out_path, np.rint(img * 65535.0).astype(np.uint16), replace=overwrite)
         else:
@@ -220,7 +224,7 @@ def save_output(img: np.ndarray, out_path: str | Path, fmt: str = "jpeg", qf: in
                          "pass --overwrite to replace it") from None
     except OSError as e:  # name the output, not the temporary file beside it that failed
         raise CaispError(f"{out_path}: cannot write it ({e.strerror or e})") from None
-    return out_path
+    return out_path.stat().st_size
 
 
 def add_develop_parser(subparsers) -> argparse.ArgumentParser:
@@ -239,6 +243,10 @@ def add_develop_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="PATH", help="caisp ISP-Net checkpoint (.pt)")
     p.add_argument("--qf", type=int, default=None,
                    help="JPEG quality factor 1-100 (default: the QF the model was trained for, else 90)")
+    p.add_argument("--encoder", choices=JPEG_ENCODERS, default="jpeg",
+                   help="JPEG encoder: jpeg (libjpeg-turbo, baseline Huffman tables, what the models were "
+                        "scored with), jpegopt (optimised Huffman tables: same pixels, fewer bytes) or mozjpeg "
+                        "(trellis quantisation, progressive)")
     p.add_argument("--format", choices=["jpeg", "png16"], default=None,
                    help="jpeg (4:2:0) or png16 (16-bit RGB PNG); default jpeg, or from -o's suffix")
     p.add_argument("--overwrite", action="store_true",
@@ -357,7 +365,7 @@ def run_develop(args: argparse.Namespace) -> int:
         print(f"caisp develop: error: {e}", file=sys.stderr)
         return 2
 
-    failed = 0
+    failed, written = 0, []
     seen: dict[Path, Path] = {}
     for src, dst in zip(tqdm(inputs, desc="develop", unit="img", disable=None), outs):
         try:
@@ -368,7 +376,11 @@ def run_develop(args: argparse.Namespace) -> int:
             img = develop_raw(src, net, config, tile=args.tile, overlap=args.overlap, device=device,
                               attention_tol=tol)
             _check_free(src, dst, overwrite)  # again: developing takes a while
-            save_output(img, dst, fmt, qf, overwrite=overwrite)
+            size = save_output(img, dst, fmt, qf, overwrite=overwrite, encoder=getattr(args, "encoder", "jpeg"))
+            written.append(size)
+            # what a rate-aware model is for: the bytes of each picture (stdout; progress is on stderr)
+            h, w = img.shape[:2]
+            tqdm.write(f"{dst}: {size} bytes, {8 * size / (h * w):.3f} bpp")
         except Exception as e:  # one line per bad input, then go on with the others
             failed += 1
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -377,4 +389,6 @@ def run_develop(args: argparse.Namespace) -> int:
             if str(src) not in msg:
                 msg = f"{src}: {msg}"
             _warn(msg)
+    if len(written) > 1:
+        tqdm.write(f"{len(written)} files, {sum(written)} bytes")
     return 1 if failed else 0

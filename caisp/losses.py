@@ -100,6 +100,9 @@ class CompressionAwareTask(Task):
     are those of the pretrained simulator. `freeze_cas=False` is the Table 2 ablation in which g is
     updated together with f. `lambda_comp == 0` is the agnostic fine-tuning control: g is never
     run, so the loss, gradients and updates are exactly those of lambda_isp * L_isp.
+
+    `rate` (a fitted `caisp.rate.JPEGRate`) with `lambda_rate > 0` adds the rate term of issue 22,
+    lambda_rate * R(f(x)) / pixels: the estimated bits per pixel of f(x)'s JPEG, the batch's mean.
     """
 
     src, dst = "raw", "srgb"
@@ -107,11 +110,17 @@ class CompressionAwareTask(Task):
     _name = "CompressionAwareTask"
 
     def __init__(self, isp: nn.Module, cas: nn.Module | None, lambda_isp: float = 0.1,
-                 lambda_comp: float = 1.0, freeze_cas: bool = True) -> None:
+                 lambda_comp: float = 1.0, freeze_cas: bool = True, rate: nn.Module | None = None,
+                 lambda_rate: float = 0.0) -> None:
         super().__init__()
-        if lambda_isp < 0 or lambda_comp < 0:
+        if lambda_isp < 0 or lambda_comp < 0 or lambda_rate < 0:
             raise CaispError(f"loss weights must be >= 0, got lambda_isp={lambda_isp}, "
-                             f"lambda_comp={lambda_comp}")
+                             f"lambda_comp={lambda_comp}, lambda_rate={lambda_rate}")
+        if rate is None and lambda_rate != 0:
+            raise CaispError("the rate term needs a size estimate: rate is None but lambda_rate != 0")
+        # A parameter-free estimate with buffers only: it moves with the task, nothing of it trains.
+        self.rate = rate.requires_grad_(False) if rate is not None and lambda_rate != 0 else None
+        self.lambda_rate = float(lambda_rate)
         if cas is None and lambda_comp != 0:
             raise CaispError("L_comp needs a compression simulator: cas is None but lambda_comp != 0")
         # The agnostic control (lambda_comp = 0) needs no simulator at all.
@@ -138,11 +147,16 @@ class CompressionAwareTask(Task):
         out = self.net(x)
         l_isp = l1(out, y)
         logs: Logs = {"l_isp": l_isp.detach()}
+        loss = self.lambda_isp * l_isp
+        if self.rate is not None:
+            l_rate = self.rate.bpp(out.clamp(0, 1)).mean()  # the encoder sees the 8-bit, clipped picture
+            logs["l_rate"] = l_rate.detach()
+            loss = loss + self.lambda_rate * l_rate
         if self.lambda_comp == 0:
-            return self.lambda_isp * l_isp, logs
+            return loss, logs
         # g(y) is a target: with a frozen g it carries no gradient, so skip building its graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cas):
             g_y = self.cas(y)
         l_comp = l1(self.cas(out), g_y)
         logs["l_comp"] = l_comp.detach()
-        return self.lambda_isp * l_isp + self.lambda_comp * l_comp, logs
+        return loss + self.lambda_comp * l_comp, logs

@@ -17,7 +17,8 @@ from typing import Any, Literal, Optional
 from ruamel.yaml.error import YAMLError
 
 from caisp import CaispError
-from caisp.codecs import CODECS, FITTED_SIMULATORS, JPEG, LEARNED_SIMULATORS, SIMULATORS, Point, check_quality
+from caisp.codecs import (CODECS, FITTED_SIMULATORS, JPEG, JPEG_ANCHORS, LEARNED_SIMULATORS, SIMULATORS, Point,
+                          check_quality)
 
 CFA = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -200,6 +201,19 @@ class CodecsParams:
 
 
 @dataclass
+class RateParams:
+    """The rate axis (issue 22): L_total = lambda_isp * L_isp + lambda_rate * R(f(x)) / pixels, R the
+    differentiable JPEG size estimate of `caisp.rate`, fitted per QF on the training photos. Each
+    lambda_rate is fine-tuned like the agnostic control (lambda_comp = 0, the same seeds, crops and
+    steps), so that it differs from that control in R alone, and scored with the real encoders."""
+    lambdas: list[float] = field(default_factory=list, metadata=_range(0))
+    anchors: list[str] = field(default_factory=lambda: list(JPEG_ANCHORS))
+    # the QFs of its rate-distortion curves (the training QFs are added): wider than evaluate.sweep_qfs,
+    # because where the ISP's own error dominates PSNR(c(f(x)), y) moves little with the QF
+    sweep_qfs: list[int] = field(default_factory=lambda: [50, 60, 70, 80, 90, 95], metadata=_range(1, 100))
+
+
+@dataclass
 class Params:
     lambda_isp: float = field(default=0.1, metadata=_range(0))
     lambda_comp: float = field(default=1.0, metadata=_range(0))
@@ -218,6 +232,7 @@ class Params:
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     codecs: CodecsParams = field(default_factory=CodecsParams)
+    rate: RateParams = field(default_factory=RateParams)
     regimes: dict[str, RegimeParams] = field(default_factory=lambda: {
         "paper": RegimeParams(input_norm="wb", steps=200, pretrain_per_seed=True),
         "mid": RegimeParams(steps=100), "today": RegimeParams()})
@@ -228,6 +243,7 @@ class Params:
         _check_cross_field(self)
         _check_experiment(self)
         _check_regimes(self)
+        _check_rate(self)
         try:
             _check_codecs(self)
         except CaispError as e:  # codec checks name the key; say it is a parameter, as the others do
@@ -252,14 +268,16 @@ class Params:
 
     def codec_settings(self, codec: str) -> dict:
         """Encoder settings of `codec` (everything in its section but the sweep)."""
-        if codec == JPEG.name:
+        if codec == JPEG.name or codec in JPEG_ANCHORS:  # JPEG's anchors code what JPEG codes
             return {"subsampling": self.encode.subsampling}
         return {k: v for k, v in to_dict(getattr(self.codecs, codec)).items() if k != "sweep"}
 
     def sweep(self, codec: str) -> list[int]:
         """Qualities of `codec`'s rate-distortion sweep, its training points included."""
-        base = self.evaluate.sweep_qfs if codec == JPEG.name else getattr(self.codecs, codec).sweep
-        return sorted(set(base) | {pt.quality for pt in self.points if pt.codec == codec})
+        # JPEG's anchors sweep JPEG's qualities, its training points included, so that their curves pair
+        same = (codec, JPEG.name) if codec in JPEG_ANCHORS else (codec,)
+        base = self.evaluate.sweep_qfs if same[-1] == JPEG.name else getattr(self.codecs, codec).sweep
+        return sorted(set(base) | {pt.quality for pt in self.points if pt.codec in same})
 
     def regime(self, name: str) -> "Params":
         """These params as regime `name` sees them: its overrides of `model` and `isp` applied."""
@@ -459,7 +477,7 @@ def _check_codecs(p: Params) -> None:
         if pt in seen:  # DVC would build two stages of one name
             _fail("codec_points", f"repeats the operating point {text!r}")
         seen.add(pt)
-    for codec in (c for c in CODECS if c != JPEG.name):  # JPEG's sweep is evaluate.sweep_qfs
+    for codec in (c for c in CODECS if c != JPEG.name and c not in JPEG_ANCHORS):  # theirs: evaluate.sweep_qfs
         sweep = getattr(p.codecs, codec).sweep
         key = f"codecs.{codec}.sweep"
         if not sweep:
@@ -481,6 +499,22 @@ def _check_codecs(p: Params) -> None:
         for name in p.cas.unfrozen:  # the unfrozen matrix of the codec stages uses cas.unfrozen too
             if name not in names:
                 _fail("cas.unfrozen", f"{name!r} is not in cas.codec_variants {names}, which codec_points use")
+
+
+def _check_rate(p: Params) -> None:
+    lams = p.rate.lambdas
+    for i, lam in enumerate(lams):
+        if not lam > 0:  # lambda_rate 0 is the agnostic control, which every regime already has
+            _fail(f"rate.lambdas[{i}]", f"must be > 0 (0 is control-agnostic), got {lam}")
+    if len(set(lams)) != len(lams):  # DVC would build two stages of one name
+        _fail("rate.lambdas", f"repeats a value: {lams}")
+    if len(p.rate.sweep_qfs) < 2 or len(set(p.rate.sweep_qfs)) != len(p.rate.sweep_qfs):
+        _fail("rate.sweep_qfs", f"must list at least two distinct quality factors, got {p.rate.sweep_qfs}")
+    for i, name in enumerate(p.rate.anchors):
+        if name not in JPEG_ANCHORS:
+            _fail(f"rate.anchors[{i}]", f"{name!r} is not an encoder anchor of JPEG (known: {', '.join(JPEG_ANCHORS)})")
+    if len(set(p.rate.anchors)) != len(p.rate.anchors):
+        _fail("rate.anchors", f"repeats an anchor: {p.rate.anchors}")
 
 
 def _yaml12():

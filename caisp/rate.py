@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caisp import CaispError
 from caisp.models.djs import _RGB2YCC, _blockwise, dct_matrix, parse_subsampling, quant_tables
 
 FEATURES = ("luma_mag", "luma_nonzero", "luma_dc", "chroma_mag", "chroma_nonzero", "chroma_dc", "blocks", "file")
@@ -105,3 +106,41 @@ def fit(features: np.ndarray, bits: np.ndarray) -> np.ndarray:
     scale = 1.0 / bits
     w, _ = nnls(features * scale[:, None], bits * scale)
     return w
+
+
+def save(path, qf: int, subsampling: str, weights: Sequence[float]) -> None:
+    """A fitted estimate as JSON (what stage fit_rate writes and `load` reads)."""
+    from caisp.io import write_json
+
+    write_json(path, {"qf": int(qf), "subsampling": subsampling, "weights": dict(zip(FEATURES, map(float, weights)))})
+
+
+def load(path) -> JPEGRate:
+    """The estimate `save` wrote; a missing file says which stage makes it."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise CaispError(f"{path}: missing; run the fit_rate stage of its QF first")
+    m = json.loads(path.read_text())
+    if list(m.get("weights", {})) != list(FEATURES):
+        raise CaispError(f"{path}: weights for {list(m.get('weights', {}))}, this estimate has {list(FEATURES)}")
+    return JPEGRate(m["qf"], m["subsampling"], list(m["weights"].values()))
+
+
+def check_jpeg(point) -> None:
+    """The estimate models JPEG (DJS's tables): a rate run at another codec's point is refused."""
+    if point.codec != "jpeg":
+        raise CaispError(f"the rate estimate models JPEG, not {point.spec.display}: rate runs exist for qfs only")
+
+
+def lambda_of(lambdas: Sequence[float], text: str) -> float:
+    """The value of `lambdas` (rate.lambdas) that `text`, DVC's spelling of it in a stage name, stands for."""
+    try:
+        lam = float(text)
+    except ValueError:
+        raise CaispError(f"--lambda-rate: {text!r} is not a number") from None
+    if lam not in lambdas:
+        raise CaispError(f"--lambda-rate: {text} is not in rate.lambdas {list(lambdas)}")
+    return lam

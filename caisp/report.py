@@ -725,13 +725,15 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
                  curves: Mapping[str, pd.DataFrame] | None = None,
                  examples: Sequence[Mapping] | None = None, setup: str = "",
                  codec_rd: Mapping[str, pd.DataFrame] | None = None, headline_text: str | None = None,
-                 cas_curves: tuple[Mapping, Mapping] | None = None) -> Path:
+                 cas_curves: tuple[Mapping, Mapping] | None = None,
+                 rate: tuple[Mapping, Mapping, str | None] | None = None) -> Path:
     """Write out_dir/report.md and its PNGs under out_dir/figures; missing pieces show as '—'.
     `isp_summaries` are the headline regime's (`regime`); `measured` (`_measured_rows` of every regime
     and λ measured, here or in committed experiments) gives the operating-point axis and Table 3.
     `codec_rd` ({codec: RD curves}) adds a section per codec besides JPEG and the cross-codec table;
     `headline_text` is `headline(isp_summaries, cas_tables=cas_tables)` when the caller has it;
-    `cas_curves` ((curves, refs) of `cas_curves_figure`) adds the simulators' learning curves."""
+    `cas_curves` ((curves, refs) of `cas_curves_figure`) adds the simulators' learning curves; `rate`
+    ((estimate fits, rate-axis summaries, who measured them) of `rate_part`) the rate axis."""
     if headline_text is None:
         headline_text = headline(isp_summaries, cas_tables=cas_tables)
     out_dir = Path(out_dir)
@@ -769,6 +771,8 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
         parts += ["## Figure 4: fine-tuned control vs aware ISP after JPEG (seed 0)", "",
                   "![examples](figures/examples.png)", "",
                   "PSNR(c(f(x)), y) / BPP under each crop are for the whole photo; error maps amplified.", ""]
+    if rate is not None:
+        parts += rate_part(fig_dir, *rate)
     parts += _codec_sections(fig_dir, cas_tables, isp_summaries, codec_rd or {})
     if curves:
         curves_figure(curves, fig_dir / "training_curves.png")
@@ -776,3 +780,152 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
     path = out_dir / "report.md"
     write_text(path, "\n".join(parts))
     return path
+
+
+# --- the rate axis (issue 22) --------------------------------------------------------------------
+
+def _fit_cells(f: Mapping | None) -> list[str]:
+    f = f or {}
+    def pct(x: Any) -> str:
+        return f"{float(x):.1f} %" if _finite(x) else DASH
+
+    return [str(f.get("n", DASH)), _num(f.get("spearman"), 3), pct(f.get("mean_abs_err_pct")),
+            pct(f.get("max_abs_err_pct"))]
+
+
+def rate_proxy_table(fits: Mapping[str, Mapping], rate_summaries: Mapping[str, Mapping]) -> str:
+    """R against the real baseline JPEG bits: the fit on the training photos, the held-out photos
+    (each also blurred and sharpened), and the ISP outputs of the rate axis (test photos, every seed)."""
+    rows = []
+    for name, f in sorted(fits.items(), key=lambda kv: kv[1].get("qf", 0)):
+        qf = f.get("qf")
+        rows.append([str(qf), f"training photos ({f.get('n_train_photos')}) × {len(f['train'].get('versions', {}))} "
+                     "versions (fitted on)", *_fit_cells(f.get("train"))])
+        rows.append([str(qf), f"held-out photos ({f.get('n_held_out_photos')}) × "
+                     f"{len(f['held_out'].get('versions', {}))} versions", *_fit_cells(f.get("held_out"))])
+    for s in sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"])):
+        proxy = s.get("proxy") or {}
+        if s is next(t for t in rate_summaries.values() if t["qf"] == s["qf"]):
+            rows.append([str(s["qf"]), "fine-tuned control's outputs", *_fit_cells(proxy.get("agnostic"))])
+        rows.append([str(s["qf"]), f"rate-aware ISP's outputs, λ_rate = {s['lambda_rate']:g}",
+                     *_fit_cells(proxy.get("rate"))])
+    if not rows:
+        return DASH
+    return _table(["QF", "files", "n", "Spearman ρ", "mean |error|", "max |error|"], rows)
+
+
+def _bd(stat: Mapping | None) -> str:
+    if not stat or not _finite(stat.get("mean")):
+        why = (stat or {}).get("why")
+        return f"{DASH} ({why})" if why else DASH
+    return _ci(stat, 2, " %")
+
+
+def rate_table(rate_summaries: Mapping[str, Mapping]) -> str:
+    """Per QF and lambda_rate, against the agnostic fine-tuned control (which differs in R alone):
+    ΔPSNR(c(f(x)), y) and ΔBPP at the training QF, and BD-rate over the QF sweep at equal PSNR and
+    SSIM, with the baseline encoder and with each anchor (the ISP's saving on top of the encoder's)."""
+    if not rate_summaries:
+        return DASH
+    ordered = sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
+    anchors = [c for c in ordered[0]["codecs"] if c != JPEG.name]
+    rows = []
+    for s in ordered:
+        vs, bd = s.get("vs_agnostic") or {}, s.get("bd_rate") or {}
+        psnr, ssim = bd.get("psnr_y") or {}, bd.get("ssim_y") or {}
+        rows.append([str(s["qf"]), f"{s['lambda_rate']:g}", _ci(vs.get("d_psnr_y")), _ci(vs.get("d_bpp_pct"), 2, " %"),
+                     _bd(psnr.get(JPEG.name)), _bd(ssim.get(JPEG.name)),
+                     *[_bd(psnr.get(c)) for c in anchors], f"{s.get('n_photos')} × {len(s.get('seeds', []))}"])
+    return _table(["QF", "λ_rate", "ΔPSNR(c(f(x)), y) at the QF", "ΔBPP at the QF", "BD-rate (PSNR), libjpeg-turbo",
+                   "BD-rate (SSIM), libjpeg-turbo",
+                   *[f"BD-rate (PSNR), both with {CODECS[c].display}" for c in anchors], "test photos × seeds"], rows)
+
+
+def rate_anchor_table(rate_summaries: Mapping[str, Mapping]) -> str:
+    """What each encoder buys on the control's pictures (BD-rate against the baseline encoder), and the
+    rate-aware ISP with that encoder against the control with the baseline encoder (both savings)."""
+    if not rate_summaries:
+        return DASH
+    ordered = sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
+    anchors = [c for c in ordered[0]["codecs"] if c != JPEG.name]
+    rows, seen = [], set()
+    for s in ordered:
+        bd = s.get("bd_rate") or {}
+        psnr, ssim = bd.get("psnr_y") or {}, bd.get("ssim_y") or {}
+        for c in anchors:
+            if (s["qf"], c) not in seen:  # the control's own saving: one row per QF and encoder
+                seen.add((s["qf"], c))
+                rows.append([str(s["qf"]), f"fine-tuned control + {CODECS[c].display}", _bd(psnr.get(f"anchor-{c}")),
+                             _bd(ssim.get(f"anchor-{c}"))])
+        for c in anchors:
+            rows.append([str(s["qf"]), f"rate-aware ISP (λ_rate = {s['lambda_rate']:g}) + {CODECS[c].display}",
+                         _bd(psnr.get(f"both-{c}")), _bd(ssim.get(f"both-{c}"))])
+    return _table(["training QF", "against fine-tuned control + libjpeg-turbo (baseline)", "BD-rate (PSNR(c(f(x)), y))",
+                   "BD-rate (SSIM(c(f(x)), y))"], rows)
+
+
+def rate_figure(rate_summaries: Mapping[str, Mapping], path: Path) -> None:
+    """Mean PSNR(c(f(x)), y) against real BPP over the QF sweep, per training QF: the control and every
+    lambda_rate, with the baseline encoder (solid) and mozjpeg (dashed)."""
+    plt = _plt()
+    qfs = sorted({s["qf"] for s in rate_summaries.values()})
+    fig, axes = plt.subplots(1, len(qfs), figsize=(6.0 * len(qfs), 4.6), squeeze=False)
+    for ax, qf in zip(axes[0], qfs):
+        runs = sorted((s for s in rate_summaries.values() if s["qf"] == qf), key=lambda s: s["lambda_rate"])
+        cmap = plt.get_cmap("viridis")
+        for codec, style in ((JPEG.name, "-"), ("mozjpeg", "--")):
+            for i, s in enumerate([None, *runs]):
+                src = runs[0] if s is None else s
+                pts = (src.get("curves") or {}).get(codec, {}).get("agnostic" if s is None else "rate")
+                if not pts:
+                    continue
+                label = ("fine-tuned control" if s is None else f"λ_rate {s['lambda_rate']:g}") + f", {CODECS[codec].display}"
+                color = "k" if s is None else cmap(0.15 + 0.7 * (i - 1) / max(1, len(runs) - 1))
+                ax.plot([p["bpp"] for p in pts], [p["psnr_y"] for p in pts], style, color=color, marker="o", ms=3,
+                        label=label)
+        ax.set_xlabel("bits per pixel (real file bytes)")
+        ax.set_ylabel("PSNR(c(f(x)), y) [dB]")
+        ax.set_title(f"rate-aware ISPs trained at QF {qf} (sweep QF {', '.join(str(p['qf']) for p in pts)})"
+                     if runs else f"QF {qf}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    _save(fig, path)
+
+
+def rate_headline(rate_summaries: Mapping[str, Mapping], source: str) -> str:
+    """One sentence per training QF: the best BD-rate against the fine-tuned control (PSNR), its
+    interval, and mozjpeg's own saving, from `source`."""
+    if not rate_summaries:
+        return ""
+    out = []
+    for qf in sorted({s["qf"] for s in rate_summaries.values()}):
+        runs = [s for s in rate_summaries.values() if s["qf"] == qf]
+        cells = ", ".join(f"λ_rate {s['lambda_rate']:g}: {_bd(((s.get('bd_rate') or {}).get('psnr_y') or {}).get(JPEG.name))}"
+                          for s in sorted(runs, key=lambda s: s["lambda_rate"]))
+        anchor = ((runs[0].get("bd_rate") or {}).get("psnr_y") or {}).get("anchor-mozjpeg")
+        out.append(f"QF {qf}: {cells}; mozjpeg alone on the control {_bd(anchor)}")
+    return ("**Rate-aware ISP** (BD-rate against the fine-tuned control at equal PSNR(c(f(x)), y), libjpeg-turbo, "
+            f"95 % CI; measured by {source}): " + "; ".join(out) + ".")
+
+
+def rate_part(fig_dir: Path, fits: Mapping[str, Mapping], rate_summaries: Mapping[str, Mapping],
+              source: str | None) -> list[str]:
+    """The report's rate section: the estimate's validation, the BD-rate table, the anchors, the figure."""
+    parts = ["## Rate-aware ISP: the same picture in fewer bytes", "",
+             "L_total = λ_isp · L_isp + λ_rate · R(f(x)) / pixels, R the differentiable estimate of the baseline "
+             "JPEG's bits (caisp/rate.py: magnitude bits, soft non-zero counts and DC differences of DJS's "
+             "unrounded quantised DCT coefficients, weights fitted per QF by non-negative least squares on the "
+             "training photos). Each λ_rate fine-tunes the pretrained ISP like the agnostic control "
+             "(λ_comp = 0, same seeds, crops and steps), so it differs from that control in R alone.", "",
+             "### The size estimate against real JPEG bytes", "", rate_proxy_table(fits, rate_summaries), ""]
+    if not rate_summaries:
+        return parts + ["No rate-aware ISP measured (`rate.lambdas` is empty here and no committed experiment "
+                        "has one): README \"Rate-aware ISP\".", ""]
+    parts += [f"Measured by {source}. BD-rate: negative = fewer bytes at equal quality, over the sweep of QFs; "
+              "95 % intervals from a bootstrap over test photos and seeds (both curves averaged over the same "
+              "draw).", "", "### BD-rate against the fine-tuned control", "", rate_table(rate_summaries), "",
+              "### Encoder-side anchors, and whether the ISP's saving adds to theirs", "",
+              rate_anchor_table(rate_summaries), ""]
+    rate_figure(rate_summaries, fig_dir / "rate_rd.png")
+    parts += ["![rate-distortion of the rate-aware ISPs](figures/rate_rd.png)", ""]
+    return parts

@@ -3,7 +3,8 @@ report errors as one line naming the file or key (no traceback for a user's mist
 
 Each stage says which matrix arguments it takes: `point` (an operating point by name: qf80, webp-80),
 `variant` (a CAS variant), `unfrozen` (update g while fine-tuning), `control` (a control's name),
-`regime` (an ISP regime of the operating-point axis, a key of `regimes`).
+`regime` (an ISP regime of the operating-point axis, a key of `regimes`), `lambda_rate` (a value of
+`rate.lambdas`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ _ARGS = {
     "variant": dict(required=True, help="CAS variant (unet, acn, djs, kornia)"),
     "control": dict(required=True, help="the control to fine-tune: agnostic | identity"),
     "regime": dict(required=True, help="ISP regime (a key of params.yaml's regimes, e.g. paper, today)"),
+    "lambda_rate": dict(required=True, help="the rate term's weight, one of rate.lambdas as DVC spells it"),
 }
 
 
@@ -31,7 +33,7 @@ def main(fn: Callable, *, args: tuple[str, ...] = ()) -> None:
         if name == "unfrozen":
             ap.add_argument("--unfrozen", action="store_true", help="update the CAS during fine-tuning")
         else:
-            ap.add_argument(f"--{name}", **_ARGS[name])
+            ap.add_argument(f"--{name.replace('_', '-')}", dest=name, **_ARGS[name])
     ns = ap.parse_args()
     t0 = time.time()
     kwargs: dict = {}

@@ -24,7 +24,8 @@ from conftest import ROOT
 
 OTHERS = [c for c in CODECS if c != "jpeg"]
 # A high and a low quality on each codec's own scale.
-HIGH_LOW = {"jpeg": (95, 20), "webp": (95, 20), "avif": (90, 20), "jpeg2000": (45, 25), "heic": (90, 20)}
+HIGH_LOW = {"jpeg": (95, 20), "webp": (95, 20), "avif": (90, 20), "jpeg2000": (45, 25), "heic": (90, 20),
+            "jpegopt": (95, 20), "mozjpeg": (95, 20)}
 
 
 def _photo(h: int = 64, w: int = 96, seed: int = 0) -> np.ndarray:
@@ -111,17 +112,36 @@ def test_points_names_and_sweeps() -> None:
     assert p.codec_settings("jpeg") == {"subsampling": "4:2:0"}
 
 
-def test_missing_heif_plugin_says_what_to_install(monkeypatch) -> None:
+@pytest.mark.parametrize("name,module,message", [
+    ("heic", "pillow_heif", "pillow-heif.*codec_points"),
+    ("mozjpeg", "jpeglib", "codec mozjpeg needs the jpeglib package.*pip install jpeglib"),
+])
+def test_missing_package_says_what_to_install(monkeypatch, name: str, module: str, message: str) -> None:
     real = builtins.__import__
 
-    def no_heif(name, *args, **kwargs):
-        if name == "pillow_heif":
-            raise ImportError("No module named 'pillow_heif'")
-        return real(name, *args, **kwargs)
+    def missing(what, *args, **kwargs):
+        if what == module:
+            raise ImportError(f"No module named {module!r}")
+        return real(what, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_heif)
-    with pytest.raises(CaispError, match="pillow-heif.*codec_points"):
-        codec.encode(_photo(), "heic", 50)
+    monkeypatch.setattr(builtins, "__import__", missing)
+    with pytest.raises(CaispError, match=message):
+        codec.encode(_photo(), name, 50)
+
+
+def test_jpeg_anchors_code_the_same_picture_in_fewer_bytes() -> None:
+    """jpegopt and mozjpeg are JPEG at JPEG's quality scale: same tables, about the same picture, fewer bytes."""
+    img = np.asarray(Image.fromarray(_photo(128, 192)).resize((384, 256)))
+    base, base_n = codec.roundtrip(img, "jpeg", 85)
+    opt, opt_n = codec.roundtrip(img, "jpegopt", 85)
+    moz, moz_n = codec.roundtrip(img, "mozjpeg", 85)
+    assert np.array_equal(opt, base) and opt_n < base_n  # Huffman tables only: identical pixels
+    assert moz_n < base_n and abs(_psnr(moz, img) - _psnr(base, img)) < 1.0
+    assert codec.encode(img, "mozjpeg", 85, subsampling="4:4:4") != codec.encode(img, "mozjpeg", 85)
+    with pytest.raises(CaispError, match="unknown setting"):
+        codec.encode(img, "mozjpeg", 85, trellis=False)
+    p = from_dict({})
+    assert p.sweep("mozjpeg") == p.sweep("jpeg") and p.codec_settings("mozjpeg") == {"subsampling": "4:2:0"}
 
 
 def test_pillow_without_a_codec_names_it(monkeypatch) -> None:
@@ -167,6 +187,13 @@ def test_matrix_expansion(tmp_path: Path) -> None:
     assert {n.replace("@paper-", "@today-") for n in names if "@paper-" in n} <= both
     assert {"evaluate_controls@today", "finetune_control@today-agnostic"} <= both
     assert len(both) - len(names) == len([n for n in names if "@paper" in n and not n.startswith("pretrain_isp")])
+    # The rate axis (issue 22): the estimate is fitted in every graph, its fine-tunings only with lambdas.
+    assert {"fit_rate@80", "fit_rate@90"} <= set(default) and not [s for s in default if "_rate@paper" in s]
+    params["rate"]["lambdas"] = [0.003, 0.01]
+    rated = set(_stages(tmp_path, params))
+    added = {f"{stage}@{r}-{qf}-{lam}" for stage in ("finetune_rate", "evaluate_rate") for r in ("paper", "today")
+             for qf in (80, 90) for lam in ("0.003", "0.01")}
+    assert rated - both == added
     # Every stage reads what its item names: the codec stages' commands carry the point.
     lock = json.dumps(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
     assert "--point ${item.point}" in lock and "data/codecs/${item.point}" in lock

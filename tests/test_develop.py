@@ -418,3 +418,28 @@ def test_pickle_payload_refused_as_code(tmp_path, capfd, writer):
     assert "refused: not a caisp checkpoint (it would run code)" in err[0]
     assert "truncated" not in err[0]
     assert not marker.exists()
+
+
+def test_develop_prints_the_bytes_it_wrote_and_offers_the_anchor_encoders(tmp_path, checkpoint, capsys):
+    """Issue 22: each picture's size is printed (stdout), and --encoder writes the same picture with
+    fewer bytes (jpegopt: identical pixels; mozjpeg: trellis quantisation)."""
+    from PIL import Image
+
+    src = write_dng(tmp_path / "a.dng", colour_image(128, 192), noise=True, seed=1)
+    sizes, pixels = {}, {}
+    for enc in ("jpeg", "jpegopt", "mozjpeg"):
+        dst = tmp_path / f"{enc}.jpg"
+        assert run_cli([str(src), "-o", str(dst), "--model", str(checkpoint), "--encoder", enc]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        sizes[enc] = dst.stat().st_size
+        assert out == [f"{dst}: {sizes[enc]} bytes, {8 * sizes[enc] / (128 * 192):.3f} bpp"]
+        pixels[enc] = np.asarray(Image.open(dst))
+    assert sizes["jpegopt"] < sizes["jpeg"] and sizes["mozjpeg"] < sizes["jpeg"]
+    assert np.array_equal(pixels["jpegopt"], pixels["jpeg"])
+    assert run_cli([str(src), str(src), "-o", str(tmp_path / "two"), "--model", str(checkpoint)]) == 1  # same name
+    two = tmp_path / "both"
+    src2 = write_dng(tmp_path / "b.dng", colour_image(128, 192), noise=True, seed=2)
+    capsys.readouterr()
+    assert run_cli([str(src), str(src2), "-o", str(two), "--model", str(checkpoint)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"2 files, {sum(f.stat().st_size for f in two.iterdir())} bytes"

@@ -246,3 +246,20 @@ def test_make_example_crops_where_aware_helps():
     ex = ev.make_example("t", gt, bad, gt.copy(), point=Point("jpeg", 90), crop=32)
     assert ex["gt"].shape == (32, 32, 3) and ex["crop"][:2] == (32, 32)
     assert ex["aware_psnr"] > ex["agnostic_psnr"] and ex["aware_bpp"] > 0
+
+
+def test_cpu_ssim_is_the_float64_torch_ssim_and_skimages():
+    """metrics.ssim_hwc (SciPy, what ssim_u8 uses on a CPU) equals the torch float64 SSIM and skimage's."""
+    from skimage.metrics import structural_similarity
+
+    from caisp import metrics
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    t = [torch.from_numpy(x).permute(2, 0, 1)[None].double() for x in (a, b)]
+    ref = float(metrics.ssim(*t, data_range=255.0)[0])
+    assert metrics.ssim_hwc(a, b) == pytest.approx(ref, abs=1e-12) == ev.ssim_u8(a, b)
+    sk = structural_similarity(a, b, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=True,
+                               data_range=255)
+    assert ref == pytest.approx(sk, abs=1e-6)

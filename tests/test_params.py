@@ -76,6 +76,12 @@ def test_paper_params_file_is_valid():
     ("regimes", {"Paper-1": {}}, "regimes.Paper-1: a name must be lower-case"),
     ("regimes", {}, "regimes: must be a non-empty mapping"),
     ("cas.unfrozen", ["unet", "unet"], "cas.unfrozen: repeats a CAS variant"),
+    # the rate axis (issue 22)
+    ("rate.lambdas", [0.01, 0], r"rate.lambdas\[1\]: must be > 0"),
+    ("rate.lambdas", [0.01, 0.01], "rate.lambdas: repeats a value"),
+    ("rate.lambdas", [-1], r"rate.lambdas\[0\]: -1.0 is below the minimum 0"),
+    ("rate.anchors", ["webp"], r"rate.anchors\[0\]: 'webp' is not an encoder anchor of JPEG"),
+    ("rate.anchors", ["mozjpeg", "mozjpeg"], "rate.anchors: repeats an anchor"),
     # Issue 19.6: spellings that would name files and stages DVC cannot find
     ("codec_points", ["webp-080"], "codec_points\\[0\\]: write 'webp-080' as 'webp-80'"),
     ("codec_points", ["webp-80 "], "codec_points\\[0\\]: 'webp-80 ' is not an operating point"),

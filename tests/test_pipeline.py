@@ -168,3 +168,25 @@ def test_whole_pipeline_report_and_experiment(clone):
                  "under WebP 80", "under QF 90"):
         assert text in report, text
     assert (dst / "reports/figures/rd_curve_webp.png").stat().st_size > 0
+    # The rate axis (README "Rate-aware ISP"): the size estimate is fitted in every graph; one experiment
+    # adds a lambda_rate, fine-tuned from the same pretrained ISPs and scored against the control with
+    # every encoder; nothing upstream reruns.
+    fit = json.loads((dst / "reports/rate/qf90.json").read_text())
+    assert fit["held_out"]["n"] > 0 and fit["train"]["spearman"] > 0.5
+    out = _run(["dvc", "exp", "run", "-S", "rate.lambdas=[0.01]"], dst, env)
+    assert "stages.finetune_rate --regime paper --point qf90 --lambda-rate 0.01" in out
+    assert "stages.pretrain_isp" not in out and "stages.fit_rate" not in out
+    for seed in (0, 1):
+        assert (dst / f"models/isp/paper/rate-qf90-0.01/seed{seed}.pt").stat().st_size > 0
+    s = json.loads((dst / "reports/eval/paper/rate-qf90-0.01/summary.json").read_text())
+    assert s["lambda_rate"] == 0.01 and s["codecs"] == ["jpeg", "jpegopt", "mozjpeg"]
+    assert set(s["bd_rate"]["ssim_y"]) == {"jpeg"} and set(s["bd_rate"]["psnr_y"]) == {
+        "jpeg", "jpegopt", "mozjpeg", "anchor-jpegopt", "anchor-mozjpeg", "both-jpegopt", "both-mozjpeg"}
+    anchor = s["bd_rate"]["psnr_y"]["anchor-mozjpeg"]
+    assert anchor["mean"] is None or anchor["mean"] < 0  # mozjpeg on the control's pictures: fewer bytes
+    assert s["proxy"]["rate"]["n"] >= 2 * s["n_photos"]  # every seed on every test image
+    report = (dst / "reports/report.md").read_text()
+    for text in ("## Rate-aware ISP", "BD-rate against the fine-tuned control", "Encoder-side anchors",
+                 "rate-aware ISP's outputs, λ_rate = 0.01", "| 90 | 0.01 |"):
+        assert text in report, text
+    assert (dst / "reports/figures/rate_rd.png").stat().st_size > 0

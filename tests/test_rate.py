@@ -61,3 +61,52 @@ def test_predicts_real_jpeg_sizes_of_held_out_photos(qf: int) -> None:
     lo = JPEGRate(qf - 20).features(_x(crops[0][0]))[0]
     hi = JPEGRate(qf).features(_x(crops[0][0]))[0]
     assert hi[FEATURES.index("luma_mag")] > lo[FEATURES.index("luma_mag")]  # a finer table, more bits
+
+
+def test_rate_term_in_the_loss_and_its_exact_control() -> None:
+    """lambda_rate * R / pixels joins L_total; without it the task is the agnostic control, bit for bit."""
+    from caisp import CaispError
+    from caisp.losses import CompressionAwareTask
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    batch = {"raw": torch.rand(2, 3, 32, 32), "srgb": torch.rand(2, 3, 32, 32)}
+    rate = JPEGRate(80, weights=[1.0] * len(FEATURES))
+    control = CompressionAwareTask(net, None, lambda_isp=0.1, lambda_comp=0.0)
+    aware = CompressionAwareTask(net, None, lambda_isp=0.1, lambda_comp=0.0, rate=rate, lambda_rate=0.01)
+    off = CompressionAwareTask(net, None, lambda_isp=0.1, lambda_comp=0.0, rate=rate, lambda_rate=0.0)
+    base, logs = control(batch)
+    total, logs_r = aware(batch)
+    assert "l_rate" not in logs and set(logs_r) == {"l_isp", "l_rate"}
+    bpp = rate.bpp(net(batch["raw"]).clamp(0, 1)).mean()
+    assert total.item() == pytest.approx(base.item() + 0.01 * bpp.item(), rel=1e-6)
+    assert torch.equal(off(batch)[0], base)  # lambda_rate 0: the estimate is not even run
+    assert not any(p.requires_grad for p in rate.parameters())
+    with pytest.raises(CaispError, match="lambda_rate"):
+        CompressionAwareTask(net, None, lambda_comp=0.0, lambda_rate=0.1)
+    with pytest.raises(CaispError, match="lambda_rate=-1"):
+        CompressionAwareTask(net, None, lambda_comp=0.0, rate=rate, lambda_rate=-1)
+
+
+def test_descending_the_rate_term_shrinks_the_real_file() -> None:
+    """Three small steps against R's gradient (R fitted on the photos' versions, as stage fit_rate fits
+    it; each step moves the steepest pixel by 2/255) make every real JPEG smaller: R points where
+    libjpeg's bits go."""
+    photos = [np.array(img) for img in _photos()]
+    versions = [v for img in photos for v in _versions(img)]
+    feats = np.stack([JPEGRate(80).features(_x(v))[0].numpy() for v in versions])
+    rate = JPEGRate(80, weights=fit(feats, np.array([8 * len(encode_jpeg(v, 80)) for v in versions])))
+    for img in photos:
+        x = _x(img)
+        for _ in range(3):
+            x.requires_grad_(True)
+            (g,) = torch.autograd.grad(rate.bpp(x.clamp(0, 1)).sum(), x)
+            x = (x - 2 / 255 * g / g.abs().max()).detach()
+        out = (x.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+        assert len(encode_jpeg(out, 80)) < len(encode_jpeg(img, 80))
+
+
+def _versions(img: np.ndarray):
+    from caisp.pipeline.rate_fit import _versions as versions
+
+    return [v for _, v in versions(img)]

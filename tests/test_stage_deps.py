@@ -84,9 +84,9 @@ def test_each_family_of_code_reaches_only_its_stages() -> None:
     training = {s for s in stages if s.startswith(("train_cas", "baseline_cas", "pretrain", "finetune"))}
     cas = {"train_cas", "train_cas_codec", "baseline_cas", "baseline_cas_codec"}
     assert having["caisp/stats.py"] == evaluation | {"report"}
-    # The encoder: the stages that encode or score with it (train_cas scores g through caisp.evaluate),
-    # and the report's Figure 4; never a training-only stage.
-    assert having["caisp/data/codec.py"] == {"encode", "encode_codec", "report"} | cas | evaluation
+    # The encoder: the stages that encode or score with it (train_cas scores g through caisp.evaluate,
+    # fit_rate fits R to real file sizes), and the report's Figure 4; never a training-only stage.
+    assert having["caisp/data/codec.py"] == {"encode", "encode_codec", "fit_rate", "report"} | cas | evaluation
     assert having["caisp/train.py"] == training
     assert having["caisp/evaluate.py"] == {"report"} | cas | evaluation
     # The models run in every stage that trains or applies a network, and in no data stage.

@@ -80,3 +80,36 @@ def test_bd_rate_is_withheld_with_a_reason():
     steep = pd.DataFrame({"bpp": [0.3, 0.5, 0.7], "psnr": [30.0, 33.0, 35.0]})
     ok = stats.bd_checked(steep, steep.assign(bpp=steep.bpp * 0.9), min_overlap=0.5)
     assert ok["bd_rate"] == pytest.approx(-10.0) and ok["bd_rate_why"] is None
+
+
+def _rd(model: str, seeds, rate_scale: float, noise: float = 0.0) -> pd.DataFrame:
+    """Curves of PSNR rising with log-rate; `rate_scale` multiplies every rate (0.9: 10 % fewer bits)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for seed in seeds:
+        for i, source in enumerate("abcde"):
+            for q in (80, 85, 90, 95):
+                bpp = (0.5 + 0.1 * i) * 1.5 ** ((q - 80) / 5)
+                rows.append(dict(model=model, seed=seed, stem=source, source=source, qf=q,
+                                 bpp=rate_scale * bpp * (1 + noise * rng.normal()),
+                                 psnr_y=30 + 8 * np.log10(bpp) + i, ssim_y=0.9 + 0.02 * np.log10(bpp)))
+    return pd.DataFrame(rows)
+
+
+def test_bd_bootstrap_recovers_a_rate_saving_with_an_interval():
+    ref, test = _rd("agnostic", [0, 1, 2], 1.0), _rd("rate", [0, 1, 2], 0.9)
+    for metric in ("psnr_y", "ssim_y"):
+        s = stats.bd_bootstrap(test, ref, metric, n_boot=200)
+        json.dumps(s, allow_nan=False)
+        assert s["mean"] == pytest.approx(-10.0, abs=1e-6) and s["lo"] == pytest.approx(-10.0, abs=1e-6)
+        assert (s["n_seeds"], s["n_photos"], s["n_undefined"]) == (3, 5, 0)
+    noisy = stats.bd_bootstrap(_rd("rate", [0, 1, 2], 0.9, noise=0.05), ref, n_boot=300)
+    assert noisy["lo"] < noisy["mean"] < noisy["hi"] and noisy["hi"] - noisy["lo"] > 0.5
+    same = stats.bd_bootstrap(ref, ref, n_boot=50)
+    assert same["mean"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="do not pair"):
+        stats.bd_bootstrap(_rd("rate", [0, 1], 0.9), ref, n_boot=10)
+    # a curve that does not rise with rate gets no BD-rate, and says why
+    flat = ref.assign(psnr_y=30.0)
+    assert stats.bd_bootstrap(flat, ref, n_boot=10)["mean"] is None
+    assert "rise" in stats.bd_bootstrap(flat, ref, n_boot=10)["why"]

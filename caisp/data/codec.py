@@ -1,7 +1,8 @@
 """The encoder: real codecs through Pillow, the compression whose artifacts CAS-Net learns to simulate.
 
 JPEG (libjpeg, the paper's codec), WebP (libwebp), AVIF (libavif), JPEG 2000 (OpenJPEG) and HEIC (HEVC
-intra via x265, from the pillow-heif plugin). What each codec is (its quality scale, extension,
+intra via x265, from the pillow-heif plugin); and JPEG's encoder-side anchors, the same format coded
+with optimised Huffman tables (Pillow) or by mozjpeg (trellis quantisation, through jpeglib). What each codec is (its quality scale, extension,
 simulators) is described in `caisp.codecs`. The BPP always comes from the real file bytes.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -32,21 +34,26 @@ def check_subsampling(subsampling: str) -> int:
     return SUBSAMPLING[subsampling]
 
 
-def _heif_plugin() -> None:
+def _import(spec: Codec):
+    """The Python package the codec's encoder needs (pillow-heif registers its Pillow plugin)."""
     try:
-        import pillow_heif
+        mod = __import__(spec.module)  # top-level packages only
     except ImportError:
-        raise CaispError("codec heic needs the pillow-heif plugin, which is not installed: "
-                         "pip install pillow-heif (or drop heic from codec_points)") from None
-    pillow_heif.register_heif_opener()
+        raise CaispError(f"codec {spec.name} needs the {spec.package} package, which is not installed: "
+                         f"pip install {spec.package} (or drop {spec.name} from codec_points and "
+                         f"rate.anchors)") from None
+    if spec.module == "pillow_heif":
+        mod.register_heif_opener()
+    return mod
 
 
 def require(codec: str) -> Codec:
-    """The codec's description, after checking that this Pillow can encode and decode it."""
+    """The codec's description, after checking that this Pillow (and the package its encoder needs)
+    can encode and decode it."""
     spec = get(codec)
-    if spec.feature is None:
-        _heif_plugin()
-    else:
+    if spec.module is not None:
+        _import(spec)
+    if spec.feature is not None:
         from PIL import features
 
         if not features.check(spec.feature):
@@ -59,9 +66,9 @@ def _save_kwargs(codec: str, quality: int, settings: dict) -> dict:
     """Pillow save arguments. Fixed choices (why): JPEG baseline without Huffman optimisation, so sizes
     are stable; every lossy codec in its 8-bit 4:2:0 default unless a setting says otherwise."""
     s = dict(settings)
-    if codec == "jpeg":
+    if codec in ("jpeg", "jpegopt"):  # jpegopt: the anchor with Huffman tables optimised per image
         kw = {"quality": quality, "subsampling": check_subsampling(s.pop("subsampling", "4:2:0")),
-              "optimize": False, "progressive": False}
+              "optimize": codec == "jpegopt", "progressive": False}
     elif codec == "webp":
         kw = {"quality": quality, "method": int(s.pop("method", 4)), "lossless": False, "exact": False}
     elif codec == "avif":
@@ -76,6 +83,33 @@ def _save_kwargs(codec: str, quality: int, settings: dict) -> dict:
     return kw
 
 
+# jpeglib selects its libjpeg build through a process-wide setting: one mozjpeg encode at a time.
+_JPEGLIB = threading.Lock()
+# libjpeg's sampling factors (luma h, v) of each Pillow subsampling
+_FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}
+
+
+def _mozjpeg(img: np.ndarray, quality: int, settings: dict) -> bytes:
+    """mozjpeg 4.0.3 (through jpeglib) at libjpeg's quality scale and tables (base table 0, the IJG
+    one, as `jpeg`'s), trellis quantisation of AC and DC, optimised Huffman tables. jpeglib 1.0.2
+    cannot switch off mozjpeg's progressive scans, part of its saving."""
+    import tempfile
+
+    s = dict(settings)
+    sub = s.pop("subsampling", "4:2:0")
+    check_subsampling(sub)
+    if s:
+        raise CaispError(f"codec mozjpeg: unknown setting(s) {', '.join(sorted(s))}")
+    jpeglib = _import(get("mozjpeg"))
+    with _JPEGLIB, jpeglib.version("mozjpeg403"), tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.jpg")  # jpeglib writes files only
+        im = jpeglib.from_spatial(np.ascontiguousarray(img))
+        im.samp_factor = (_FACTORS[sub], (1, 1), (1, 1))
+        im.write_spatial(path, qt=quality, base_quant_tbl_idx=0,
+                         flags=["+TRELLIS_QUANT", "+TRELLIS_QUANT_DC", "+OPTIMIZE_CODING"])
+        return Path(path).read_bytes()
+
+
 def encode(img: np.ndarray, codec: str, quality: int, **settings: Any) -> bytes:
     """The `codec` file bytes of an HxWx3 uint8 image at `quality` (deterministic: same bytes each time)."""
     quality = check_quality(codec, quality)
@@ -83,6 +117,8 @@ def encode(img: np.ndarray, codec: str, quality: int, **settings: Any) -> bytes:
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise CaispError(f"encode wants an HxWx3 uint8 image, got {img.dtype} {img.shape}")
+    if codec == "mozjpeg":
+        return _mozjpeg(img, quality, settings)
     kw = _save_kwargs(codec, quality, settings)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format=spec.pillow_format, **kw)

@@ -53,8 +53,10 @@ def run_pretrain_isp(p: Params, regime: str) -> dict:
     return summary
 
 
-def _finetune(p: Params, run: Run, cas_name: str, lambda_comp: float, frozen: bool, make_cas) -> dict:
-    """Fine-tune the pretrained ISP once per seed of `p.seeds` with g = make_cas() (None: no L_comp).
+def finetune(p: Params, run: Run, cas_name: str, lambda_comp: float, frozen: bool, make_cas, *,
+             rate=None, lambda_rate: float = 0.0) -> dict:
+    """Fine-tune the pretrained ISP once per seed of `p.seeds` with g = make_cas() (None: no L_comp),
+    and the rate term lambda_rate * R / pixels with the size estimate `rate` (caisp.rate.JPEGRate).
     Seed s of every run sees the same crops in the same order, so that runs pair by seed."""
     from caisp.checkpoint import load_model, save_model
     from caisp.losses import CompressionAwareTask
@@ -71,8 +73,11 @@ def _finetune(p: Params, run: Run, cas_name: str, lambda_comp: float, frozen: bo
         cas = make_cas()
         config = {**base_config, **point, "cas": cas_name, "cas_frozen": frozen, "stage": "finetune",
                   "kind": run.kind, "seed": seed, "pretrain_seed": base_config.get("seed"), "lambda_isp": p.lambda_isp, "lambda_comp": lambda_comp}
+        if rate is not None:  # the estimate is part of the run's definition: its weights key the resume state
+            config = {**config, "lambda_rate": lambda_rate,
+                      "rate_weights": [float(w) for w in rate.weights]}
         task = CompressionAwareTask(isp.train(), cas, lambda_isp=p.lambda_isp, lambda_comp=lambda_comp,
-                                    freeze_cas=frozen)
+                                    freeze_cas=frozen, rate=rate, lambda_rate=lambda_rate)
         results[seed] = fit(task, train, val, log_dir=layout.train_log(run, seed), steps=f.steps,
                             batch_size=f.batch_size, lr=p.isp.lr * f.lr_scale, grad_clip=f.grad_clip, seed=seed,
                             p=q, fingerprint=[config, to_dict(f), to_dict(p.train), p.isp.lr])
@@ -85,7 +90,7 @@ def run_finetune(p: Params, regime: str, point: Point, variant: str, frozen: boo
     from caisp.checkpoint import load_model
 
     run = Run("aware" if frozen else "aware-unfrozen", point, variant, regime)
-    return _finetune(p, run, variant, p.lambda_comp, frozen, lambda: load_model(layout.cas_path(point, variant))[0])
+    return finetune(p, run, variant, p.lambda_comp, frozen, lambda: load_model(layout.cas_path(point, variant))[0])
 
 
 def run_finetune_control(p: Params, regime: str, control: str) -> dict:
@@ -98,5 +103,5 @@ def run_finetune_control(p: Params, regime: str, control: str) -> dict:
     if control not in layout.CONTROLS:
         raise CaispError(f"unknown control {control!r} (known: {', '.join(layout.CONTROLS)})")
     if control == "agnostic":
-        return _finetune(p, Run(control, regime=regime), control, 0.0, True, lambda: None)
-    return _finetune(p, Run(control, regime=regime), control, p.lambda_comp, True, nn.Identity)
+        return finetune(p, Run(control, regime=regime), control, 0.0, True, lambda: None)
+    return finetune(p, Run(control, regime=regime), control, p.lambda_comp, True, nn.Identity)

@@ -5,7 +5,9 @@ Paths are the DVC outputs declared in dvc.yaml. A run is one trained configurati
 - `cas-<point>-<variant>`: CAS-Net (or an analytic simulator) for an operating point;
 - `isp-pretrain`: the pretrained, compression-agnostic ISP;
 - `control-agnostic`, `control-identity`: the two fine-tuned controls;
-- `aware-<point>-<variant>`, `aware-unfrozen-<point>-<variant>`: compression-aware fine-tuning.
+- `aware-<point>-<variant>`, `aware-unfrozen-<point>-<variant>`: compression-aware fine-tuning;
+- `rate-<point>-<lambda_rate>`: rate-aware fine-tuning for JPEG at `point` (issue 22), with the size
+  estimate of `rate_model(point)`.
 
 An operating point's name is `Point.name` (`qf80`, `webp-80`); fine-tuned runs hold one model per
 seed (`<run>/seed<s>`), and so does the pretrained ISP (one model, or one per seed: `regimes`). Every
@@ -34,10 +36,11 @@ CONTROLS = ("agnostic", "identity")
 AWARE_KINDS = ("aware", "aware-unfrozen")
 PRETRAINED = "pretrained"
 CAS = "cas"
+RATE = "rate"
 
 
 class Run(NamedTuple):
-    kind: str                  # cas | pretrained | agnostic | identity | aware | aware-unfrozen
+    kind: str                  # cas | pretrained | agnostic | identity | aware | aware-unfrozen | rate
     point: Point | None = None
     variant: str | None = None
     regime: str | None = None  # every run but a CAS's: the ISP regime it belongs to
@@ -52,10 +55,10 @@ class Run(NamedTuple):
             return "isp-pretrain"
         if self.kind in CONTROLS:
             return f"control-{self.kind}"
-        if self.kind in (CAS, *AWARE_KINDS) and self.point is not None and self.variant:
+        if self.kind in (CAS, *AWARE_KINDS, RATE) and self.point is not None and self.variant:
             return f"{self.kind}-{self.point.name}-{self.variant}"
         raise CaispError(f"run {self!r} has no name (kinds: {CAS}, {PRETRAINED}, {', '.join(CONTROLS)}, "
-                         f"{', '.join(AWARE_KINDS)}; cas and aware runs need a point and a variant)")
+                         f"{', '.join(AWARE_KINDS)}, {RATE}; cas, aware and rate runs need a point and a variant)")
 
 
 def run_name(kind: str, point: Point | None = None, variant: str | None = None) -> str:
@@ -74,6 +77,10 @@ def parse_run_name(name: str) -> Run:
         return Run(PRETRAINED)
     if name.startswith("control-") and name[len("control-"):] in CONTROLS:
         return Run(name[len("control-"):])
+    if name.startswith(RATE + "-"):  # rate-qf80-0.003: the lambda may hold a hyphen (1e-05)
+        point, sep, lam = name[len(RATE) + 1:].partition("-")
+        if sep and lam:
+            return Run(RATE, Point.parse(point, key=f"run {name!r}"), lam)
     for kind in ("aware-unfrozen", "aware", CAS):  # the longer prefix first
         if name.startswith(kind + "-"):
             point, sep, variant = name[len(kind) + 1:].rpartition("-")  # variants have no hyphen
@@ -110,6 +117,16 @@ def eval_dir(run: Run) -> Path:
 def controls_eval(regime: str) -> Path:
     """The evaluation of a regime's pretrained ISP(s) and fine-tuned controls."""
     return REPORTS / "eval" / regime / "controls"
+
+
+def rate_model(point: Point) -> Path:
+    """The fitted weights of the JPEG size estimate R at `point` (stage fit_rate)."""
+    return MODELS / "rate" / f"{point.name}.json"
+
+
+def rate_report(point: Point) -> Path:
+    """The estimate's fit and its validation on held-out photos (stage fit_rate)."""
+    return REPORTS / "rate" / f"{point.name}.json"
 
 
 def pretrain_report(regime: str) -> Path:

@@ -155,6 +155,25 @@ def _measured(p: Params, records: list[dict] | None = None) -> list[dict]:
     return entries
 
 
+def _rate_axis(p: Params, records: list[dict]) -> tuple[dict, dict, str | None]:
+    """(estimate fits {point: fit}, rate-axis summaries {run: summary}, who measured them): this graph's
+    rate runs where it has any (`rate.lambdas`), else the first committed experiment's that has some."""
+    fits = {f.stem: json.loads(f.read_text()) for pt in p.points if (f := layout.rate_report(pt)).is_file()}
+    regime = headline_regime(p)
+    # this graph's runs only (an earlier experiment's folders stay on disk), matched by value: the
+    # folder names spell each lambda as DVC does
+    here = {k: v for k, v in _read_summaries(layout.REPORTS / "eval" / regime).items()
+            if k.startswith(layout.RATE + "-") and v.get("lambda_rate") in p.rate.lambdas
+            and v.get("qf") in p.qfs}
+    if here:
+        return fits, here, HERE
+    for rec in records:
+        found = {k: v for k, v in rec["summaries"].get(regime, {}).items() if k.startswith(layout.RATE + "-")}
+        if found:
+            return fits, found, f"the committed experiment `{rec['name']}`"
+    return fits, {}, None
+
+
 def headline_regime(p: Params) -> str:
     """The regime the headline and the paper's tables are about: the paper's, where this graph runs it."""
     return "paper" if "paper" in p.aware_regimes else p.aware_regimes[0]
@@ -165,7 +184,8 @@ def run_report(p: Params) -> Path:
     the headline regime, with every control, seeds and intervals, a section per other codec and the
     cross-codec table; the README's headline block."""
     from caisp.experiments import load_records
-    from caisp.report import _measured_rows, at_lambdas, axis_headline, headline, same_lambdas, write_report
+    from caisp.report import (_measured_rows, at_lambdas, axis_headline, headline, rate_headline, same_lambdas,
+                              write_report)
 
     regime = headline_regime(p)
     point = Point(JPEG.name, max(p.qfs))  # the paper's Figure 5 shows the ISPs trained at QF 90
@@ -201,6 +221,9 @@ def run_report(p: Params) -> Path:
                 borrowed[f"Table 1 {name}"] = rec["name"]
     head = (axis_headline(at_lambdas(measured, lambdas), regime)
             + "\n\nPer configuration of regime `" + regime + "`:\n\n" + headline(summaries, cas_tables=cas_tables))
+    rate = _rate_axis(p, records)
+    if rate[1]:
+        head += "\n\n" + rate_headline(rate[1], rate[2])
     setup = _setup_text(p, regime)
     if borrowed:
         setup += (" Configurations measured by committed experiments (reports/experiments), same regime and λ: "
@@ -210,6 +233,6 @@ def run_report(p: Params) -> Path:
                         n_sources=sum(len(v) for v in layout.split().get("sources", {}).values()) or None,
                         rd=rd, curves=_curves(regime, point, variant),
                         examples=_figure4_examples(p, regime, point, variant), setup=setup, codec_rd=codec_rd,
-                        cas_curves=_cas_curves(p, cas_tables))
+                        cas_curves=_cas_curves(p, cas_tables), rate=rate)
     _update_readme_headline(head + "\n\n" + setup)
     return path
