@@ -152,3 +152,37 @@ def test_measured_adds_only_what_records_ran_beyond_the_graph(tmp_path, monkeypa
     assert entries[(HERE, 0.1)] == {"aware-qf90-unet": {"qf": 90, "variant": "unet", "graph": 1}}
     assert list(entries[("table2", 0.1)]) == ["aware-qf90-acn"]
     assert list(entries[("lambda-1-1", 1.0)]) == ["aware-qf90-unet"]
+
+
+def _rate_summary(qf: int, lam: float, bd: float) -> dict:
+    stat = {"mean": bd, "lo": bd - 1, "hi": bd + 1, "why": None}
+    curve = [{"qf": q, "bpp": 0.5 + q / 100, "psnr_y": 30 + q / 10, "ssim_y": 0.9} for q in (50, 80, 95)]
+    return {"qf": qf, "lambda_rate": lam, "seeds": [0, 1], "codecs": ["jpeg", "jpegopt", "mozjpeg"], "n_photos": 5,
+            "vs_agnostic": {"d_psnr_y": {"mean": -0.1, "lo": -0.2, "hi": 0.0}, "d_bpp_pct": {"mean": -1.0}},
+            "bd_rate": {"psnr_y": {"jpeg": stat, "jpegopt": stat, "mozjpeg": {"mean": None, "why": "too little overlap"},
+                                   "anchor-jpegopt": stat, "anchor-mozjpeg": {"mean": -10.0, "lo": -11.0, "hi": -9.0},
+                                   "both-jpegopt": stat, "both-mozjpeg": stat},
+                        "ssim_y": {"jpeg": stat}},
+            "proxy": {"rate": {"n": 10, "spearman": 0.99, "mean_abs_err_pct": 3.0, "max_abs_err_pct": 5.0},
+                      "agnostic": {"n": 10, "spearman": 0.98, "mean_abs_err_pct": 2.0, "max_abs_err_pct": 4.0}},
+            "curves": {"jpeg": {"agnostic": curve, "rate": curve}, "mozjpeg": {"agnostic": curve, "rate": curve}}}
+
+
+def test_rate_section_tables_headline_and_figure(tmp_path):
+    fit = {"qf": 80, "n_train_photos": 26, "n_held_out_photos": 7,
+           "train": {"n": 78, "spearman": 0.997, "mean_abs_err_pct": 1.3, "max_abs_err_pct": 3.8, "versions": {"photo": {}}},
+           "held_out": {"n": 21, "spearman": 0.994, "mean_abs_err_pct": 2.8, "max_abs_err_pct": 6.0,
+                        "versions": {"photo": {}}}}
+    runs = {"rate-qf80-0.01": _rate_summary(80, 0.01, 2.5), "rate-qf80-0.001": _rate_summary(80, 0.001, -0.5)}
+    text = "\n".join(report.rate_part(tmp_path, {"qf80": fit}, runs, "the committed experiment `rate`"))
+    for cell in ("| 80 | held-out photos (7) × 1 versions | 21 | 0.994 | 2.8 % | 6.0 % |",
+                 "| 80 | rate-aware ISP's outputs, λ_rate = 0.001 | 10 | 0.990 | 3.0 % | 5.0 % |",
+                 "| 80 | 0.001 | -0.10 [-0.20, +0.00] | -1.00 % | -0.50 % [-1.50, +0.50] |",
+                 "— (too little overlap)", "fine-tuned control + mozjpeg | -10.00 % [-11.00, -9.00]",
+                 "Measured by the committed experiment `rate`"):
+        assert cell in text, cell
+    assert text.index("λ_rate = 0.001") < text.index("λ_rate = 0.01")  # ordered by value
+    assert (tmp_path / "rate_rd.png").stat().st_size > 0
+    head = report.rate_headline(runs, "x")
+    assert "λ_rate 0.001: -0.50 % [-1.50, +0.50]" in head and "mozjpeg alone on the control -10.00 %" in head
+    assert "No rate-aware ISP measured" in "\n".join(report.rate_part(tmp_path, {}, {}, None))
