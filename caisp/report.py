@@ -928,4 +928,31 @@ def rate_part(fig_dir: Path, fits: Mapping[str, Mapping], rate_summaries: Mappin
               rate_anchor_table(rate_summaries), ""]
     rate_figure(rate_summaries, fig_dir / "rate_rd.png")
     parts += ["![rate-distortion of the rate-aware ISPs](figures/rate_rd.png)", ""]
+    limit = rate_limit_text(rate_summaries)
+    if limit:
+        parts += [limit, ""]
     return parts
+
+
+def rate_limit_text(rate_summaries: Mapping[str, Mapping]) -> str:
+    """What bounds a saving at equal PSNR(c(f(x)), y): how little the control's PSNR moves over the
+    whole QF sweep (its own error before JPEG dominates), against what each rate run gives up per
+    per cent of bits at its QF."""
+    first = min(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
+    pts = ((first.get("curves") or {}).get(JPEG.name) or {}).get("agnostic") or []
+    if len(pts) < 2:
+        return ""
+    lo, hi = pts[0], pts[-1]
+    slope = (hi["psnr_y"] - lo["psnr_y"]) / (100 * math.log(hi["bpp"] / lo["bpp"]))  # dB per % of bits
+    trades = []
+    for s in sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"])):
+        vs = s.get("vs_agnostic") or {}
+        dp, db = (vs.get("d_psnr_y") or {}).get("mean"), (vs.get("d_bpp_pct") or {}).get("mean")
+        if _finite(dp) and _finite(db) and db < 0:
+            trades.append(f"{dp / db:.2f} dB per % at QF {s['qf']}, λ_rate {s['lambda_rate']:g}")
+    return (f"What limits the saving: over the whole sweep (QF {lo['qf']} to {hi['qf']}) the control's "
+            f"PSNR(c(f(x)), y) moves only from {lo['psnr_y']:.2f} to {hi['psnr_y']:.2f} dB while its rate grows "
+            f"{hi['bpp'] / lo['bpp']:.1f}x, i.e. the encoder trades about {slope:.4f} dB per % of bits: the "
+            "ISP's own error before JPEG bounds the picture after it. A rate-aware ISP that gives up PSNR to "
+            "save bits must do so more cheaply than that to gain in BD-rate; the runs gave up "
+            + ("; ".join(trades) if trades else "—") + " (mean ΔPSNR / ΔBPP at the training QF).")

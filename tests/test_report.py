@@ -185,4 +185,5 @@ def test_rate_section_tables_headline_and_figure(tmp_path):
     assert (tmp_path / "rate_rd.png").stat().st_size > 0
     head = report.rate_headline(runs, "x")
     assert "λ_rate 0.001: -0.50 % [-1.50, +0.50]" in head and "mozjpeg alone on the control -10.00 %" in head
+    assert "What limits the saving: over the whole sweep (QF 50 to 95)" in text and "0.10 dB per % at QF 80" in text
     assert "No rate-aware ISP measured" in "\n".join(report.rate_part(tmp_path, {}, {}, None))
