@@ -16,7 +16,7 @@ def _photos() -> list[np.ndarray]:
 
 
 def _x(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255  # a writable copy
 
 
 def test_features_shape_and_gradient() -> None:
