@@ -195,7 +195,13 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = D
     return apply_flip(img, raw.flip)
 
 
-JPEG_ENCODERS = ("jpeg", "jpegopt", "mozjpeg")  # caisp.codecs: baseline libjpeg-turbo and JPEG's anchors
+def _jpeg_encoders() -> tuple[str, ...]:
+    from caisp.codecs import JPEG, JPEG_ANCHORS
+
+    return (JPEG.name, *JPEG_ANCHORS)  # baseline libjpeg-turbo and JPEG's encoder-side anchors
+
+
+JPEG_ENCODERS = _jpeg_encoders()
 
 
 def save_output(img: np.ndarray, out_path: str | Path, fmt: str = "jpeg", qf: int = 90,

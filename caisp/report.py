@@ -803,9 +803,11 @@ def rate_proxy_table(fits: Mapping[str, Mapping], rate_summaries: Mapping[str, M
                      "versions (fitted on)", *_fit_cells(f.get("train"))])
         rows.append([str(qf), f"held-out photos ({f.get('n_held_out_photos')}) × "
                      f"{len(f['held_out'].get('versions', {}))} versions", *_fit_cells(f.get("held_out"))])
-    for s in sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"])):
+    controls = set()
+    for s in (_rate_runs(rate_summaries)[0] if rate_summaries else []):
         proxy = s.get("proxy") or {}
-        if s is next(t for t in rate_summaries.values() if t["qf"] == s["qf"]):
+        if s["qf"] not in controls:  # the control's outputs once per QF, before its rate runs
+            controls.add(s["qf"])
             rows.append([str(s["qf"]), "fine-tuned control's outputs", *_fit_cells(proxy.get("agnostic"))])
         rows.append([str(s["qf"]), f"rate-aware ISP's outputs, λ_rate = {s['lambda_rate']:g}",
                      *_fit_cells(proxy.get("rate"))])
@@ -821,14 +823,19 @@ def _bd(stat: Mapping | None) -> str:
     return _ci(stat, 2, " %")
 
 
+def _rate_runs(rate_summaries: Mapping[str, Mapping]) -> tuple[list[Mapping], list[str]]:
+    """The rate runs ordered by QF and lambda_rate, and the anchor encoders they were scored with."""
+    ordered = sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
+    return ordered, [c for c in ordered[0]["codecs"] if c != JPEG.name]
+
+
 def rate_table(rate_summaries: Mapping[str, Mapping]) -> str:
     """Per QF and lambda_rate, against the agnostic fine-tuned control (which differs in R alone):
     ΔPSNR(c(f(x)), y) and ΔBPP at the training QF, and BD-rate over the QF sweep at equal PSNR and
     SSIM, with the baseline encoder and with each anchor (the ISP's saving on top of the encoder's)."""
     if not rate_summaries:
         return DASH
-    ordered = sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
-    anchors = [c for c in ordered[0]["codecs"] if c != JPEG.name]
+    ordered, anchors = _rate_runs(rate_summaries)
     rows = []
     for s in ordered:
         vs, bd = s.get("vs_agnostic") or {}, s.get("bd_rate") or {}
@@ -846,8 +853,7 @@ def rate_anchor_table(rate_summaries: Mapping[str, Mapping]) -> str:
     rate-aware ISP with that encoder against the control with the baseline encoder (both savings)."""
     if not rate_summaries:
         return DASH
-    ordered = sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
-    anchors = [c for c in ordered[0]["codecs"] if c != JPEG.name]
+    ordered, anchors = _rate_runs(rate_summaries)
     rows, seen = [], set()
     for s in ordered:
         bd = s.get("bd_rate") or {}
@@ -938,14 +944,14 @@ def rate_limit_text(rate_summaries: Mapping[str, Mapping]) -> str:
     """What bounds a saving at equal PSNR(c(f(x)), y): how little the control's PSNR moves over the
     whole QF sweep (its own error before JPEG dominates), against what each rate run gives up per
     per cent of bits at its QF."""
-    first = min(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"]))
+    first = _rate_runs(rate_summaries)[0][0]
     pts = ((first.get("curves") or {}).get(JPEG.name) or {}).get("agnostic") or []
     if len(pts) < 2:
         return ""
     lo, hi = pts[0], pts[-1]
     slope = (hi["psnr_y"] - lo["psnr_y"]) / (100 * math.log(hi["bpp"] / lo["bpp"]))  # dB per % of bits
     trades = []
-    for s in sorted(rate_summaries.values(), key=lambda s: (s["qf"], s["lambda_rate"])):
+    for s in _rate_runs(rate_summaries)[0]:
         vs = s.get("vs_agnostic") or {}
         dp, db = (vs.get("d_psnr_y") or {}).get("mean"), (vs.get("d_bpp_pct") or {}).get("mean")
         if _finite(dp) and _finite(db) and db < 0:
