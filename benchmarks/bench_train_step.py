@@ -6,8 +6,8 @@ For each training kind of the paper's graph (CAS-Net and ACN at batch 64, ISP-Ne
 compression-aware fine-tuning with the U-Net CAS frozen or updated at batch 16; `caisp.losses`'
 tasks, L1, Adam): the FLOPs of one step (forward + backward, `FlopCounterMode` on batch 1 times the
 batch, so that the CPU needs little memory) and its measured time: on CUDA at the real batch with
-bf16 autocast + channels_last (as caisp/train.py trains), on the CPU in fp32 at `--cpu-batch` crops,
-scaled to the real batch. Writes benchmarks/results/train_step.json and .md.
+bf16 autocast + channels_last, on the CPU in fp32 + channels_last at `--cpu-batch` crops scaled to
+the real batch (as caisp/train.py trains). Writes benchmarks/results/train_step.json and .md.
 
 `paper_schedule()` and `training_time()` turn the figures into the training time of the paper's
 schedule (FiveK: 487 raws, 390 training images); `fivek_rehearsal.py` imports them.
@@ -85,11 +85,10 @@ def time_step(kind: str, width: int, patch: int, batch: int, device: str, steps:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats()
     task = build_task(kind, width).to(device)
-    if cuda:
-        task.to(memory_format=torch.channels_last)
+    task.to(memory_format=torch.channels_last)
     task.train()
     opt = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    data = make_batch(batch, patch, device, cuda)
+    data = make_batch(batch, patch, device, True)
 
     def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
@@ -192,14 +191,14 @@ def main(argv: list[str] | None = None) -> dict:
     est = training_time({k: v["flops_per_crop"] for k, v in kinds.items()},
                         {k: v["tflops"] * 1e12 for k, v in kinds.items()}) if set(kinds) == set(BATCH) else None
     out = {"date": str(datetime.date.today()), "device": name, "torch": torch.__version__, "patch": args.patch,
-           "width": args.width, "amp_bf16": cuda, "channels_last": cuda, "deterministic": not args.no_deterministic,
+           "width": args.width, "amp_bf16": cuda, "channels_last": True, "deterministic": not args.no_deterministic,
            "timed_steps": steps, "peak_tflops": args.peak_tflops, "kinds": kinds, "paper_training": est}
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "train_step.json").write_text(json.dumps(out, indent=1) + "\n")
     lines = ["# One training step of the paper's models", "",
              f"Written by `benchmarks/bench_train_step.py` on {out['date']}: {name}, torch {torch.__version__}, "
              f"{args.patch}x{args.patch} crops, base width {args.width}, "
-             + ("bf16 autocast + channels_last" if cuda else f"fp32, timed at {args.cpu_batch} crops and scaled")
+             + ("bf16 autocast + channels_last" if cuda else f"fp32 + channels_last, timed at {args.cpu_batch} crops and scaled")
              + f", deterministic kernels {'on' if out['deterministic'] else 'off'}, {steps} timed steps. "
              "FLOPs: FlopCounterMode (convolutions and matmuls, forward + backward) on one crop x the batch.", "",
              "| kind | batch | TFLOP/step | s/step | crops/s | TFLOP/s | share of peak | peak GiB |",

@@ -125,11 +125,12 @@ def run_model(model: nn.Module, image: torch.Tensor, *, device: str | torch.devi
               overlap: int = 32, multiple: int = 16) -> torch.Tensor:
     """Apply `model` to one (3,H,W) image at full size (tiled when larger than `tile`); (1,3,H,W) on CPU.
     The model is moved to `device` (checkpoints load on the CPU; analytic simulators hold buffers)."""
-    model.to(device).eval()
+    # channels_last: oneDNN's faster layout (~1.8x for ISP-Net on a CPU), as develop runs it.
+    model.to(device, memory_format=torch.channels_last).eval()
     x = image[None] if image.dim() == 3 else image
     h, w = x.shape[-2:]
     # Bottom/right only: the 8x8 JPEG grid and the CFA phase stay at the top-left.
-    x = pad_to_multiple(x.to(device, torch.float32), multiple)
+    x = pad_to_multiple(x.to(device, torch.float32), multiple).contiguous(memory_format=torch.channels_last)
     if tile is not None and max(x.shape[-2:]) > tile:
         from caisp.tiling import run_tiled
 

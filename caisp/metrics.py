@@ -30,6 +30,19 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
+def _ssim_map(x, y, blur, data_range: float, win_size: int):
+    """The SSIM map of x and y (torch tensors or NumPy arrays, float64) given their window filter."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    # skimage uses the unbiased covariance; match it so our numbers compare with the usual tools.
+    n = win_size * win_size
+    cov = n / (n - 1)
+    sxx = (blur(x * x) - mu_x**2) * cov
+    syy = (blur(y * y) - mu_y**2) * cov
+    sxy = (blur(x * y) - mu_x * mu_y) * cov
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
          win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """SSIM (Wang et al. 2004) per image: 11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03, valid
@@ -39,15 +52,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
     # float64: the variance terms E[x^2] - mu^2 cancel badly in float32 on smooth regions.
     x, y = pred.double(), target.double()
     g = _gaussian_1d(win_size, sigma, x.device, x.dtype)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = _blur(x, g), _blur(y, g)
-    # skimage uses the unbiased covariance; match it so our numbers compare with the usual tools.
-    n = win_size * win_size
-    cov = n / (n - 1)
-    sxx = (_blur(x * x, g) - mu_x**2) * cov
-    syy = (_blur(y * y, g) - mu_y**2) * cov
-    sxy = (_blur(x * y, g) - mu_x * mu_y) * cov
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    s = _ssim_map(x, y, lambda z: _blur(z, g), data_range, win_size)
     return s.flatten(1).mean(1)
 
 
@@ -68,14 +73,7 @@ def ssim_hwc(a, b, data_range: float = 255.0, win_size: int = 11, sigma: float =
         z = correlate1d(z, g, axis=0, mode="constant")[h:-h]
         return correlate1d(z, g, axis=1, mode="constant")[:, h:-h]
 
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    n = win_size * win_size
-    cov = n / (n - 1)
-    sxx = (blur(x * x) - mu_x**2) * cov
-    syy = (blur(y * y) - mu_y**2) * cov
-    sxy = (blur(x * y) - mu_x * mu_y) * cov
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    s = _ssim_map(x, y, blur, data_range, win_size)
     return float(s.mean())
 
 

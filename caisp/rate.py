@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caisp import CaispError
+from caisp.codecs import JPEG
 from caisp.models.djs import _RGB2YCC, _blockwise, dct_matrix, parse_subsampling, quant_tables
 
 FEATURES = ("luma_mag", "luma_nonzero", "luma_dc", "chroma_mag", "chroma_nonzero", "chroma_dc", "blocks", "file")
@@ -131,7 +132,7 @@ def load(path) -> JPEGRate:
 
 def check_jpeg(point) -> None:
     """The estimate models JPEG (DJS's tables): a rate run at another codec's point is refused."""
-    if point.codec != "jpeg":
+    if point.codec != JPEG.name:
         raise CaispError(f"the rate estimate models JPEG, not {point.spec.display}: rate runs exist for qfs only")
 
 

@@ -1,6 +1,6 @@
 """The one training loop of every stage: CAS-Net (L_cas), ISP-Net (L_isp), compression-aware
 fine-tuning (L_total). A plain nanoGPT-style loop: Adam on the task's trainable parameters,
-optional cosine decay, bf16 autocast + channels_last on CUDA, DistributedDataParallel under
+optional cosine decay, channels_last (CPU and CUDA) + bf16 autocast on CUDA, DistributedDataParallel under
 torchrun, validation PSNR and dvclive metrics, and an atomic training-state file to resume from.
 
 Steps are optimizer steps; `step` always counts the steps completed so far. `batch_size` is the
@@ -55,7 +55,9 @@ class TrainConfig:
     warmup_steps: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast; CUDA only, CPU always trains in fp32
-    channels_last: bool = True  # CUDA only
+    # oneDNN's and cuDNN's faster layout: on a 2-core CPU ~10 % per training step and ~1.8x per
+    # validation pass of ISP-Net (measured), still deterministic at a fixed thread count.
+    channels_last: bool = True
     log_dir: Path | None = None  # dvclive directory
     state_path: Path | None = None  # training state for resume; keep it outside the DVC outs
     progress: bool = True
@@ -409,7 +411,7 @@ def fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Train
 
 
 def _backend(cfg: TrainConfig, dev: torch.device, rank: int) -> tuple[bool, bool]:
-    """Process-wide settings and seeds of a run; returns (bf16 autocast, channels_last), CUDA only."""
+    """Process-wide settings and seeds of a run; returns (bf16 autocast: CUDA only, channels_last)."""
     set_determinism(cfg.threads, cfg.deterministic)
     _seed_all(cfg.seed + rank)  # ranks draw different crops / dropout masks
     cuda = dev.type == "cuda"
@@ -419,7 +421,7 @@ def _backend(cfg: TrainConfig, dev: torch.device, rank: int) -> tuple[bool, bool
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return cfg.amp and cuda, cfg.channels_last and cuda
+    return cfg.amp and cuda, cfg.channels_last
 
 
 def _optimizer(task: nn.Module, cfg: TrainConfig) -> tuple[

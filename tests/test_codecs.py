@@ -61,7 +61,9 @@ def test_encode_all_bpp_from_the_file_bytes(tmp_path: Path, name: str) -> None:
     for i, (h, w) in enumerate([(48, 80), (64, 96)]):
         store.write_array(rendered / "targets" / f"im{i}.npy", _photo(h, w, seed=i))
     out = tmp_path / name
-    df = codec.encode_all(rendered, out, codec=name, quality=HIGH_LOW[name][1], workers=2)
+    # With the settings the pipeline passes (params' codec_settings): each is checked before any work.
+    df = codec.encode_all(rendered, out, codec=name, quality=HIGH_LOW[name][1], workers=2,
+                          settings=from_dict({}).codec_settings(name))
     ext = CODECS[name].ext
     assert sorted(p.name for p in out.iterdir()) == sorted(["bpp.csv", f"im0{ext}", "im0.npy", f"im1{ext}", "im1.npy"])
     for row in df.itertuples():

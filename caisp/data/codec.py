@@ -63,12 +63,14 @@ def require(codec: str) -> Codec:
 
 
 def _save_kwargs(codec: str, quality: int, settings: dict) -> dict:
-    """Pillow save arguments. Fixed choices (why): JPEG baseline without Huffman optimisation, so sizes
+    """Pillow save arguments (mozjpeg: `_mozjpeg`'s), the settings checked. Fixed choices (why): JPEG baseline without Huffman optimisation, so sizes
     are stable; every lossy codec in its 8-bit 4:2:0 default unless a setting says otherwise."""
     s = dict(settings)
     if codec in ("jpeg", "jpegopt"):  # jpegopt: the anchor with Huffman tables optimised per image
         kw = {"quality": quality, "subsampling": check_subsampling(s.pop("subsampling", "4:2:0")),
               "optimize": codec == "jpegopt", "progressive": False}
+    elif codec == "mozjpeg":  # not Pillow's: _mozjpeg's arguments
+        kw = {"quality": quality, "subsampling": check_subsampling(s.pop("subsampling", "4:2:0"))}
     elif codec == "webp":
         kw = {"quality": quality, "method": int(s.pop("method", 4)), "lossless": False, "exact": False}
     elif codec == "avif":
@@ -85,26 +87,21 @@ def _save_kwargs(codec: str, quality: int, settings: dict) -> dict:
 
 # jpeglib selects its libjpeg build through a process-wide setting: one mozjpeg encode at a time.
 _JPEGLIB = threading.Lock()
-# libjpeg's sampling factors (luma h, v) of each Pillow subsampling
-_FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}
+# libjpeg's sampling factors (luma h, v) of each of Pillow's subsampling codes (check_subsampling)
+_FACTORS = {SUBSAMPLING["4:4:4"]: (1, 1), SUBSAMPLING["4:2:2"]: (2, 1), SUBSAMPLING["4:2:0"]: (2, 2)}
 
 
-def _mozjpeg(img: np.ndarray, quality: int, settings: dict) -> bytes:
+def _mozjpeg(img: np.ndarray, quality: int, subsampling: int) -> bytes:
     """mozjpeg 4.0.3 (through jpeglib) at libjpeg's quality scale and tables (base table 0, the IJG
     one, as `jpeg`'s), trellis quantisation of AC and DC, optimised Huffman tables. jpeglib 1.0.2
     cannot switch off mozjpeg's progressive scans, part of its saving."""
     import tempfile
 
-    s = dict(settings)
-    sub = s.pop("subsampling", "4:2:0")
-    check_subsampling(sub)
-    if s:
-        raise CaispError(f"codec mozjpeg: unknown setting(s) {', '.join(sorted(s))}")
     jpeglib = _import(get("mozjpeg"))
     with _JPEGLIB, jpeglib.version("mozjpeg403"), tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "x.jpg")  # jpeglib writes files only
         im = jpeglib.from_spatial(np.ascontiguousarray(img))
-        im.samp_factor = (_FACTORS[sub], (1, 1), (1, 1))
+        im.samp_factor = (_FACTORS[subsampling], (1, 1), (1, 1))
         im.write_spatial(path, qt=quality, base_quant_tbl_idx=0,
                          flags=["+TRELLIS_QUANT", "+TRELLIS_QUANT_DC", "+OPTIMIZE_CODING"])
         return Path(path).read_bytes()
@@ -117,9 +114,9 @@ def encode(img: np.ndarray, codec: str, quality: int, **settings: Any) -> bytes:
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise CaispError(f"encode wants an HxWx3 uint8 image, got {img.dtype} {img.shape}")
-    if codec == "mozjpeg":
-        return _mozjpeg(img, quality, settings)
     kw = _save_kwargs(codec, quality, settings)
+    if codec == "mozjpeg":
+        return _mozjpeg(img, **kw)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format=spec.pillow_format, **kw)
     return buf.getvalue()

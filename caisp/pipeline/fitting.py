@@ -56,9 +56,10 @@ def fit(task, train, val, *, log_dir: Path, steps: int, batch_size: int, lr: flo
     state = layout.STATES / f"{key}-{_fingerprint([fingerprint, seed])}.pt"
     if not state.exists() and log_dir.exists():
         shutil.rmtree(log_dir)  # a fresh run must not append to an older run's curves
+    # Five points of each validation curve: one whole-photo validation costs ~1.5 training steps here.
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       num_workers=p.train.num_workers, ckpt_every=p.train.ckpt_every,
-                      val_every=max(1, steps // 10), device=p.train.device, amp=p.train.amp,
+                      val_every=max(1, steps // 5), device=p.train.device, amp=p.train.amp,
                       lr_decay=p.train.lr_decay, grad_clip=grad_clip,
                       warmup_steps=min(p.train.warmup_steps, steps // 4),
                       threads=p.train.threads, deterministic=p.train.deterministic,
