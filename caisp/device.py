@@ -4,6 +4,7 @@ depend on its code)."""
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -35,4 +36,14 @@ def set_determinism(threads: int | None, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    _use_deterministic_algorithms(deterministic)
+
+
+def _use_deterministic_algorithms(mode: bool) -> None:
+    """torch.use_deterministic_algorithms(mode, warn_only=True) without its import of torch._inductor,
+    which costs 2-4 s per process on a 2-core CPU, in every stage: eager kernels read only the C-level
+    flag. Inductor's own copy of it is set too where inductor is already loaded (caisp never compiles)."""
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)

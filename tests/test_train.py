@@ -540,6 +540,20 @@ def test_same_inputs_give_bit_identical_models() -> None:
     assert not same(a, c)
 
 
+def test_determinism_flags_without_loading_inductor() -> None:
+    """set_determinism sets torch's deterministic-algorithms flags (warn only), and in a fresh process
+    it does so without importing torch._inductor (2-4 s per stage here)."""
+    code = ("import sys, torch\n"
+            "from caisp.device import set_determinism\n"
+            "set_determinism(2, True)\n"
+            "assert torch.are_deterministic_algorithms_enabled()\n"
+            "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+            "assert 'torch._inductor' not in sys.modules, 'inductor imported'\n"
+            "set_determinism(None, False)\n"
+            "assert not torch.are_deterministic_algorithms_enabled()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
 def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path: Path) -> None:
     """DVC hashes checkpoints: an unchanged model must not look changed (the temporary file's name
     once leaked into torch's archive)."""
