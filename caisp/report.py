@@ -726,14 +726,14 @@ def write_report(out_dir: Path, *, cas_tables: Mapping | None = None, isp_summar
                  examples: Sequence[Mapping] | None = None, setup: str = "",
                  codec_rd: Mapping[str, pd.DataFrame] | None = None, headline_text: str | None = None,
                  cas_curves: tuple[Mapping, Mapping] | None = None,
-                 rate: tuple[Mapping, Mapping, str | None] | None = None) -> Path:
+                 rate: tuple[Mapping, Sequence[tuple[str, Mapping, str]]] | None = None) -> Path:
     """Write out_dir/report.md and its PNGs under out_dir/figures; missing pieces show as '—'.
     `isp_summaries` are the headline regime's (`regime`); `measured` (`_measured_rows` of every regime
     and λ measured, here or in committed experiments) gives the operating-point axis and Table 3.
     `codec_rd` ({codec: RD curves}) adds a section per codec besides JPEG and the cross-codec table;
     `headline_text` is `headline(isp_summaries, cas_tables=cas_tables)` when the caller has it;
     `cas_curves` ((curves, refs) of `cas_curves_figure`) adds the simulators' learning curves; `rate`
-    ((estimate fits, rate-axis summaries, who measured them) of `rate_part`) the rate axis."""
+    ((estimate fits, [(regime, rate summaries, who measured them)]) of `rate_part`) the rate axis."""
     if headline_text is None:
         headline_text = headline(isp_summaries, cas_tables=cas_tables)
     out_dir = Path(out_dir)
@@ -793,9 +793,10 @@ def _fit_cells(f: Mapping | None) -> list[str]:
             pct(f.get("max_abs_err_pct"))]
 
 
-def rate_proxy_table(fits: Mapping[str, Mapping], rate_summaries: Mapping[str, Mapping]) -> str:
+def rate_proxy_table(fits: Mapping[str, Mapping], axes: Sequence[tuple[str, Mapping, str]] = ()) -> str:
     """R against the real baseline JPEG bits: the fit on the training photos, the held-out photos
-    (each also blurred and sharpened), and the ISP outputs of the rate axis (test photos, every seed)."""
+    (each also blurred and sharpened), and the ISP outputs of the rate axis in each regime of `axes`
+    ((regime, rate summaries, who measured them); test photos, every seed)."""
     rows = []
     for name, f in sorted(fits.items(), key=lambda kv: kv[1].get("qf", 0)):
         qf = f.get("qf")
@@ -803,14 +804,16 @@ def rate_proxy_table(fits: Mapping[str, Mapping], rate_summaries: Mapping[str, M
                      "versions (fitted on)", *_fit_cells(f.get("train"))])
         rows.append([str(qf), f"held-out photos ({f.get('n_held_out_photos')}) × "
                      f"{len(f['held_out'].get('versions', {}))} versions", *_fit_cells(f.get("held_out"))])
-    controls = set()
-    for s in (_rate_runs(rate_summaries)[0] if rate_summaries else []):
-        proxy = s.get("proxy") or {}
-        if s["qf"] not in controls:  # the control's outputs once per QF, before its rate runs
-            controls.add(s["qf"])
-            rows.append([str(s["qf"]), "fine-tuned control's outputs", *_fit_cells(proxy.get("agnostic"))])
-        rows.append([str(s["qf"]), f"rate-aware ISP's outputs, λ_rate = {s['lambda_rate']:g}",
-                     *_fit_cells(proxy.get("rate"))])
+    for regime, summaries, _ in axes:
+        controls = set()
+        for s in _rate_runs(summaries)[0]:
+            proxy = s.get("proxy") or {}
+            if s["qf"] not in controls:  # the control's outputs once per QF, before its rate runs
+                controls.add(s["qf"])
+                rows.append([str(s["qf"]), f"regime {regime}: fine-tuned control's outputs",
+                             *_fit_cells(proxy.get("agnostic"))])
+            rows.append([str(s["qf"]), f"regime {regime}: rate-aware ISP's outputs, λ_rate = {s['lambda_rate']:g}",
+                         *_fit_cells(proxy.get("rate"))])
     if not rows:
         return DASH
     return _table(["QF", "files", "n", "Spearman ρ", "mean |error|", "max |error|"], rows)
@@ -898,45 +901,55 @@ def rate_figure(rate_summaries: Mapping[str, Mapping], path: Path) -> None:
     _save(fig, path)
 
 
-def rate_headline(rate_summaries: Mapping[str, Mapping], source: str) -> str:
-    """One sentence per training QF: the best BD-rate against the fine-tuned control (PSNR), its
-    interval, and mozjpeg's own saving, from `source`."""
-    if not rate_summaries:
+def rate_headline(axes: Sequence[tuple[str, Mapping, str]]) -> str:
+    """Per regime of `axes` ((regime, rate summaries, who measured them)) and training QF: the BD-rate
+    of each lambda_rate against the fine-tuned control (PSNR) with its interval, and mozjpeg's own saving."""
+    regimes = []
+    for regime, summaries, source in axes:
+        out = []
+        for qf in sorted({s["qf"] for s in summaries.values()}):
+            runs = [s for s in summaries.values() if s["qf"] == qf]
+            cells = ", ".join(f"λ_rate {s['lambda_rate']:g}: {_bd(((s.get('bd_rate') or {}).get('psnr_y') or {}).get(JPEG.name))}"
+                              for s in sorted(runs, key=lambda s: s["lambda_rate"]))
+            anchor = ((runs[0].get("bd_rate") or {}).get("psnr_y") or {}).get("anchor-mozjpeg")
+            out.append(f"QF {qf}: {cells}; mozjpeg alone on the control {_bd(anchor)}")
+        if out:
+            regimes.append(f"regime {regime} ({source}): " + "; ".join(out))
+    if not regimes:
         return ""
-    out = []
-    for qf in sorted({s["qf"] for s in rate_summaries.values()}):
-        runs = [s for s in rate_summaries.values() if s["qf"] == qf]
-        cells = ", ".join(f"λ_rate {s['lambda_rate']:g}: {_bd(((s.get('bd_rate') or {}).get('psnr_y') or {}).get(JPEG.name))}"
-                          for s in sorted(runs, key=lambda s: s["lambda_rate"]))
-        anchor = ((runs[0].get("bd_rate") or {}).get("psnr_y") or {}).get("anchor-mozjpeg")
-        out.append(f"QF {qf}: {cells}; mozjpeg alone on the control {_bd(anchor)}")
     return ("**Rate-aware ISP** (BD-rate against the fine-tuned control at equal PSNR(c(f(x)), y), libjpeg-turbo, "
-            f"95 % CI; measured by {source}): " + "; ".join(out) + ".")
+            "95 % CI): " + ". ".join(regimes) + ".")
 
 
-def rate_part(fig_dir: Path, fits: Mapping[str, Mapping], rate_summaries: Mapping[str, Mapping],
-              source: str | None) -> list[str]:
-    """The report's rate section: the estimate's validation, the BD-rate table, the anchors, the figure."""
+def rate_part(fig_dir: Path, fits: Mapping[str, Mapping], axes: Sequence[tuple[str, Mapping, str]]) -> list[str]:
+    """The report's rate section: the estimate's validation, then per regime of `axes` ((regime, rate
+    summaries, who measured them), in the operating axis's order) the BD-rate table, the anchors, the
+    figure and what limits the saving."""
     parts = ["## Rate-aware ISP: the same picture in fewer bytes", "",
              "L_total = λ_isp · L_isp + λ_rate · R(f(x)) / pixels, R the differentiable estimate of the baseline "
              "JPEG's bits (caisp/rate.py: magnitude bits, soft non-zero counts and DC differences of DJS's "
              "unrounded quantised DCT coefficients, weights fitted per QF by non-negative least squares on the "
              "training photos). Each λ_rate fine-tunes the pretrained ISP like the agnostic control "
              "(λ_comp = 0, same seeds, crops and steps), so it differs from that control in R alone.", "",
-             "### The size estimate against real JPEG bytes", "", rate_proxy_table(fits, rate_summaries), ""]
-    if not rate_summaries:
+             "### The size estimate against real JPEG bytes", "", rate_proxy_table(fits, axes), ""]
+    axes = [a for a in axes if a[1]]
+    if not axes:
         return parts + ["No rate-aware ISP measured (`rate.lambdas` is empty here and no committed experiment "
                         "has one): README \"Rate-aware ISP\".", ""]
-    parts += [f"Measured by {source}. BD-rate: negative = fewer bytes at equal quality, over the sweep of QFs; "
-              "95 % intervals from a bootstrap over test photos and seeds (both curves averaged over the same "
-              "draw).", "", "### BD-rate against the fine-tuned control", "", rate_table(rate_summaries), "",
-              "### Encoder-side anchors, and whether the ISP's saving adds to theirs", "",
-              rate_anchor_table(rate_summaries), ""]
-    rate_figure(rate_summaries, fig_dir / "rate_rd.png")
-    parts += ["![rate-distortion of the rate-aware ISPs](figures/rate_rd.png)", ""]
-    limit = rate_limit_text(rate_summaries)
-    if limit:
-        parts += [limit, ""]
+    parts += ["BD-rate: negative = fewer bytes at equal quality, over the sweep of QFs; 95 % intervals from a "
+              "bootstrap over test photos and seeds (both curves averaged over the same draw).", ""]
+    for i, (regime, summaries, source) in enumerate(axes):
+        # the first regime's figure keeps the name that earlier reports and the README link
+        name = "rate_rd.png" if i == 0 else f"rate_rd_{regime}.png"
+        parts += [f"### Regime `{regime}`: BD-rate against the fine-tuned control", "", f"Measured by {source}.", "",
+                  rate_table(summaries), "",
+                  f"Encoder-side anchors in regime `{regime}`, and whether the ISP's saving adds to theirs:", "",
+                  rate_anchor_table(summaries), ""]
+        rate_figure(summaries, fig_dir / name)
+        parts += [f"![rate-distortion of the rate-aware ISPs, regime {regime}](figures/{name})", ""]
+        limit = rate_limit_text(summaries)
+        if limit:
+            parts += [limit, ""]
     return parts
 
 

@@ -174,16 +174,21 @@ def test_rate_section_tables_headline_and_figure(tmp_path):
            "held_out": {"n": 21, "spearman": 0.994, "mean_abs_err_pct": 2.8, "max_abs_err_pct": 6.0,
                         "versions": {"photo": {}}}}
     runs = {"rate-qf80-0.01": _rate_summary(80, 0.01, 2.5), "rate-qf80-0.001": _rate_summary(80, 0.001, -0.5)}
-    text = "\n".join(report.rate_part(tmp_path, {"qf80": fit}, runs, "the committed experiment `rate`"))
+    today = {"rate-qf80-0.001": _rate_summary(80, 0.001, -3.0)}
+    axes = [("paper", runs, "the committed experiment `rate`"), ("today", today, "this dvc repro")]
+    text = "\n".join(report.rate_part(tmp_path, {"qf80": fit}, axes))
     for cell in ("| 80 | held-out photos (7) × 1 versions | 21 | 0.994 | 2.8 % | 6.0 % |",
-                 "| 80 | rate-aware ISP's outputs, λ_rate = 0.001 | 10 | 0.990 | 3.0 % | 5.0 % |",
+                 "| 80 | regime paper: rate-aware ISP's outputs, λ_rate = 0.001 | 10 | 0.990 | 3.0 % | 5.0 % |",
                  "| 80 | 0.001 | -0.10 [-0.20, +0.00] | -1.00 % | -0.50 % [-1.50, +0.50] |",
                  "— (too little overlap)", "fine-tuned control + mozjpeg | -10.00 % [-11.00, -9.00]",
-                 "Measured by the committed experiment `rate`"):
+                 "### Regime `paper`", "Measured by the committed experiment `rate`",
+                 "### Regime `today`", "Measured by this dvc repro", "| 80 | 0.001 | -0.10 [-0.20, +0.00] | -1.00 % | -3.00 %"):
         assert cell in text, cell
     assert text.index("λ_rate = 0.001") < text.index("λ_rate = 0.01")  # ordered by value
-    assert (tmp_path / "rate_rd.png").stat().st_size > 0
-    head = report.rate_headline(runs, "x")
+    assert text.index("### Regime `paper`") < text.index("### Regime `today`")  # in the operating axis's order
+    assert (tmp_path / "rate_rd.png").stat().st_size > 0 and (tmp_path / "rate_rd_today.png").stat().st_size > 0
+    head = report.rate_headline(axes)
     assert "λ_rate 0.001: -0.50 % [-1.50, +0.50]" in head and "mozjpeg alone on the control -10.00 %" in head
+    assert "regime paper (the committed experiment `rate`)" in head and "regime today (this dvc repro)" in head
     assert "What limits the saving: over the whole sweep (QF 50 to 95)" in text and "0.10 dB per % at QF 80" in text
-    assert "No rate-aware ISP measured" in "\n".join(report.rate_part(tmp_path, {}, {}, None))
+    assert "No rate-aware ISP measured" in "\n".join(report.rate_part(tmp_path, {}, []))

@@ -155,23 +155,27 @@ def _measured(p: Params, records: list[dict] | None = None) -> list[dict]:
     return entries
 
 
-def _rate_axis(p: Params, records: list[dict]) -> tuple[dict, dict, str | None]:
-    """(estimate fits {point: fit}, rate-axis summaries {run: summary}, who measured them): this graph's
-    rate runs where it has any (`rate.lambdas`), else the first committed experiment's that has some."""
+def _rate_axis(p: Params, records: list[dict]) -> tuple[dict, list[tuple[str, dict, str]]]:
+    """(estimate fits {point: fit}, [(regime, its rate-axis summaries {run: summary}, who measured them)])
+    for every regime of the operating axis that has rate runs: this graph's where it has some
+    (`rate.lambdas`), else the first committed experiment's."""
     fits = {f.stem: json.loads(f.read_text()) for pt in p.points if (f := layout.rate_report(pt)).is_file()}
-    regime = headline_regime(p)
-    # this graph's runs only (an earlier experiment's folders stay on disk), matched by value: the
-    # folder names spell each lambda as DVC does
-    here = {k: v for k, v in _read_summaries(layout.REPORTS / "eval" / regime).items()
-            if k.startswith(layout.RATE + "-") and v.get("lambda_rate") in p.rate.lambdas
-            and v.get("qf") in p.qfs}
-    if here:
-        return fits, here, HERE
-    for rec in records:
-        found = {k: v for k, v in rec["summaries"].get(regime, {}).items() if k.startswith(layout.RATE + "-")}
-        if found:
-            return fits, found, f"the committed experiment `{rec['name']}`"
-    return fits, {}, None
+    axes = []
+    for regime in p.regimes:
+        # this graph's runs only (an earlier experiment's folders stay on disk), matched by value: the
+        # folder names spell each lambda as DVC does
+        here = {k: v for k, v in _read_summaries(layout.REPORTS / "eval" / regime).items()
+                if k.startswith(layout.RATE + "-") and v.get("lambda_rate") in p.rate.lambdas
+                and v.get("qf") in p.qfs} if regime in p.aware_regimes else {}
+        if here:
+            axes.append((regime, here, HERE))
+            continue
+        for rec in records:
+            found = {k: v for k, v in rec["summaries"].get(regime, {}).items() if k.startswith(layout.RATE + "-")}
+            if found:
+                axes.append((regime, found, f"the committed experiment `{rec['name']}`"))
+                break
+    return fits, axes
 
 
 def headline_regime(p: Params) -> str:
@@ -223,7 +227,7 @@ def run_report(p: Params) -> Path:
             + "\n\nPer configuration of regime `" + regime + "`:\n\n" + headline(summaries, cas_tables=cas_tables))
     rate = _rate_axis(p, records)
     if rate[1]:
-        head += "\n\n" + rate_headline(rate[1], rate[2])
+        head += "\n\n" + rate_headline(rate[1])
     setup = _setup_text(p, regime)
     if borrowed:
         setup += (" Configurations measured by committed experiments (reports/experiments), same regime and λ: "
