@@ -156,8 +156,7 @@ def test_model_folder_is_named_as_a_folder(tmp_path, capfd):
 def test_ctrl_c_during_develop_is_one_line_and_leaves_no_part(tmp_path):
     ckpt = tmp_path / "isp.pt"
     save_model(ckpt, identity_net(), IDENTITY)
-    # big enough that the 40 files take seconds after the first one lands (the signal must find work)
-    srcs = [write_dng(tmp_path / f"x{i}.dng", colour_image(512, 768), noise=False, seed=i) for i in range(40)]
+    srcs = [write_dng(tmp_path / f"x{i}.dng", colour_image(256, 384), noise=False, seed=i) for i in range(40)]
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "caisp.cli", "develop", *map(str, srcs), "-o", str(out),
                              "--model", str(ckpt), "--tile", "64", "--overlap", "16"],
