@@ -108,6 +108,7 @@ class TrainParams:
     grad_clip: Optional[float] = field(default=1.0, metadata=_range(1e-6))
     warmup_steps: int = field(default=200, metadata=_range(0))
     threads: int = field(default=2, metadata=_range(1, 1024))
+    parallel_runs: int = field(default=3, metadata=_range(1, 64))
     deterministic: bool = True
     crops_per_image: Optional[int] = field(default=None, metadata=_range(1))
 

@@ -27,16 +27,18 @@ class Progress:
     a `str.format` template with the fields `n`, `total`, `rate` (items per second since the last
     line; a unit is `per_unit` items, e.g. a step of a batch of images) and, per keyword given to
     `update`, the mean of its values since the last line. Disabled (a process that does not report,
-    `progress: false`): neither; `write` prints all the same."""
+    `progress: false`): neither; `write` prints all the same. `bar=False`: plain lines even on a terminal."""
 
     def __init__(self, total: int, line: str, *, initial: int = 0, desc: str | None = None,
                  unit: str = "it", per_unit: int = 1, items: str = "items", enabled: bool = True,
-                 every: float = 10.0, file: TextIO | None = None) -> None:
+                 every: float = 10.0, file: TextIO | None = None, bar: bool = True) -> None:
         self.total, self.line, self.per_unit, self.items, self.every = total, line, per_unit, items, every
         self.file = file if file is not None else sys.stderr  # late: tests and tools replace sys.stderr
         self.n = initial
         self.bar: tqdm | None = None
-        self._plain = enabled and not is_terminal(self.file)
+        # bar=False: plain lines on a terminal too (processes that share one terminal, whose bars
+        # would overwrite each other)
+        self._plain = enabled and not (bar and is_terminal(self.file))
         if enabled and not self._plain:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
                             file=self.file)

@@ -61,6 +61,9 @@ class TrainConfig:
     log_dir: Path | None = None  # dvclive directory
     state_path: Path | None = None  # training state for resume; keep it outside the DVC outs
     progress: bool = True
+    # Prefix of this run's log lines ("seed 1"): runs trained at once share a terminal, so a labelled
+    # run logs plain lines, never a bar.
+    label: str = ""
     val_batch_size: int = 1  # validation images may differ in size
     # Validation images larger than this run tile by tile (caisp.tiling): 12 MP in bounded memory.
     val_tile: int | None = None
@@ -481,9 +484,10 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
     data, val_loader, steps_per_epoch = _loaders(train_set, val_set, cfg, run.step, dev)
     val_every = cfg.val_every or steps_per_epoch
     live = _Live(cfg.log_dir if rank == 0 else None, run.step, resuming)
-    progress = Progress(cfg.steps, "train: step {n}/{total}, loss {loss:.4g}, {rate:.1f} images/s",
+    tag = f"{cfg.label}: " if cfg.label else ""
+    progress = Progress(cfg.steps, tag + "train: step {n}/{total}, loss {loss:.4g}, {rate:.1f} images/s",
                         initial=run.step, desc="train", unit="step", per_unit=cfg.batch_size,
-                        items="images", enabled=rank == 0 and cfg.progress)
+                        items="images", enabled=rank == 0 and cfg.progress, bar=not cfg.label)
     model.train()
     try:
         while run.step < cfg.steps:
@@ -499,7 +503,7 @@ def _fit(task: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Trai
                 live.log(run.step, {**{f"train/{k}": run.log.mean(k) for k in values}, "lr": lr,
                                     **({"val/psnr": val_psnr} if val_loader is not None else {})})
                 if rank == 0 and not math.isnan(val_psnr):
-                    progress.write(f"step {run.step}: train loss {run.metrics['train_loss']:.4g}, "
+                    progress.write(f"{tag}step {run.step}: train loss {run.metrics['train_loss']:.4g}, "
                                    f"val PSNR {val_psnr:.2f} dB")
                 run.log.clear()
             if cfg.state_path is not None and (run.step % cfg.ckpt_every == 0 or run.step == cfg.steps):

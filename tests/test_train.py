@@ -617,3 +617,55 @@ def test_crops_per_image_keeps_every_loader_worker_busy(monkeypatch, n_train, ba
     assert seen["repeat"] == expected
     if crops is None and workers:  # the epoch, in global batches, gives each worker two to build
         assert n_train * expected // batch >= 2 * workers
+
+
+# ----------------------------------------------------------------------------- seed runs at once
+
+def _seed_run(p, seed: int, scale: float, *, label: str = "") -> dict:
+    """A stand-in run of `fitting.run_seeds`: what process and thread count it ran with, and a
+    seeded result (module level, so that spawned processes can unpickle it)."""
+    if seed == 13:
+        raise CaispError("run 13 cannot train")
+    torch.manual_seed(seed)
+    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "label": label,
+            "value": float(torch.rand(()) * scale), "p_threads": p.train.threads}
+
+
+def test_seed_runs_train_at_once_with_a_thread_count_fixed_by_the_params() -> None:
+    """On the CPU a stage's seeds train in min(parallel_runs, seeds) spawned processes of
+    threads // processes threads each; parallel_runs 1 trains them in turn here, at `threads`."""
+    from caisp.params import from_dict
+    from caisp.pipeline.fitting import run_layout, run_seeds
+
+    p = from_dict({"train": {"device": "cpu", "threads": 2, "parallel_runs": 3}})
+    assert run_layout(p, 3) == (3, 1) and run_layout(p, 2) == (2, 1) and run_layout(p, 1) == (1, 2)
+    out = run_seeds(_seed_run, p, [0, 1, 2], 10.0)
+    assert list(out) == [0, 1, 2]
+    assert len({r["pid"] for r in out.values()} | {os.getpid()}) == 4  # three processes, none of them this one
+    assert all(r["threads"] == r["p_threads"] == 1 for r in out.values())
+    assert [r["label"] for r in out.values()] == ["seed 0", "seed 1", "seed 2"]
+    seq = run_seeds(_seed_run, from_dict({"train": {"device": "cpu", "threads": 1, "parallel_runs": 1}}),
+                    [0, 1, 2], 10.0)
+    assert all(r["pid"] == os.getpid() and r["label"] == "" for r in seq.values())
+    assert [r["value"] for r in seq.values()] == [r["value"] for r in out.values()]  # same seed, same run
+    with pytest.raises(CaispError, match="run 13 cannot train"):  # one line, the run's own error
+        run_seeds(_seed_run, p, [0, 13], 1.0)
+
+
+def test_what_fine_tuning_sends_to_its_run_processes_pickles(tmp_path: Path) -> None:
+    """Fine-tuning's seeds may train in spawned processes: its simulator factories, run names and the
+    rate estimate must pickle (a lambda would not)."""
+    import functools
+    import pickle
+
+    from caisp.codecs import Point
+    from caisp.pipeline.isp import load_cas, no_cas
+    from caisp.pipeline.layout import Run
+    from caisp.rate import FEATURES, JPEGRate
+
+    rate = JPEGRate(80, weights=[1.0] * len(FEATURES))
+    for obj in (no_cas, functools.partial(load_cas, tmp_path / "g.pt"), nn.Identity,
+                Run("aware", Point("jpeg", 80), "djs", "paper"), rate):
+        pickle.loads(pickle.dumps(obj))
+    back = pickle.loads(pickle.dumps(rate))
+    assert torch.equal(back.weights, rate.weights) and torch.equal(back.q_luma, rate.q_luma)
