@@ -63,8 +63,9 @@ def require(codec: str) -> Codec:
 
 
 def _save_kwargs(codec: str, quality: int, settings: dict) -> dict:
-    """Pillow save arguments (mozjpeg: `_mozjpeg`'s), the settings checked. Fixed choices (why): JPEG baseline without Huffman optimisation, so sizes
-    are stable; every lossy codec in its 8-bit 4:2:0 default unless a setting says otherwise."""
+    """Pillow save arguments (mozjpeg: `_mozjpeg`'s), the settings checked. Fixed choices (why): JPEG
+    baseline without Huffman optimisation, so sizes are stable; every lossy codec in its 8-bit 4:2:0
+    default unless a setting says otherwise."""
     s = dict(settings)
     if codec in ("jpeg", "jpegopt"):  # jpegopt: the anchor with Huffman tables optimised per image
         kw = {"quality": quality, "subsampling": check_subsampling(s.pop("subsampling", "4:2:0")),
