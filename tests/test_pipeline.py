@@ -1,4 +1,5 @@
 """End to end through DVC: a fresh clone runs the data stages of dvc.yaml on the offline default."""
+import concurrent.futures
 import json
 import os
 import shutil
@@ -123,6 +124,20 @@ def test_whole_pipeline_report_and_experiment(clone):
     assert "reports/cas/qf90-unet/summary.json" in metrics and "models.aware.psnr" in metrics
     status = _run(["dvc", "status"], dst, env)
     assert "changed" not in status, status
+    # Two chains of experiments on two copies of this graph, at once: each is mostly one core's DVC
+    # and Python start-up per stage, and in turn they alone held the suite at 10 minutes.
+    twin = dst.parent / "twin"
+    shutil.copytree(dst, twin, symlinks=True)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        chains = [pool.submit(_regime_record_and_lambda_experiments, dst, env),
+                  pool.submit(_codec_and_rate_experiments, twin, env)]
+        for chain in chains:
+            chain.result()
+
+
+def _regime_record_and_lambda_experiments(dst: Path, env: dict) -> None:
+    """On the tiny graph after its `dvc repro`: today's regime by an experiment, recorded and read back;
+    then the design card's lambda_comp experiment and `dvc metrics diff`."""
     # The operating-point axis from a committed record (README): today's regime fine-tuned by an
     # experiment, recorded, and read by the default's report beside the graph's own regime.
     default = {name: (dst / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
@@ -146,6 +161,10 @@ def test_whole_pipeline_report_and_experiment(clone):
     _run(["dvc", "exp", "run", "-S", "lambda_comp=0.1"], dst, env)
     diff = _run(["dvc", "metrics", "diff"], dst, env)
     assert "models.aware.psnr" in diff
+
+
+def _codec_and_rate_experiments(dst: Path, env: dict) -> None:
+    """On the tiny graph after its `dvc repro`: the codec axis, then the rate axis, each one experiment."""
     # The codec axis (README "Other codecs"): one experiment adds other codecs' operating points; the JPEG
     # training stages are not rerun, the split is unchanged, and the report gains a section per codec and
     # the cross-codec table.
