@@ -47,10 +47,11 @@ def datasets(p: Params, point: Point | None, batch_size: int, keys: tuple[str, .
 def run_layout(p: Params, n_runs: int) -> tuple[int, int]:
     """(processes, threads of each run) of a stage that trains `n_runs` runs.
 
-    On the CPU, runs train at once in min(train.parallel_runs, n_runs) processes: two cores give a
-    2-thread run ~1.5x one thread's speed, and three 1-thread runs at once 17 % more runs per second than
-    2-thread runs in turn (benchmarks/bench_parallel_runs.py). The thread count comes from the params
-    alone, never from the machine or the load, so that the same params give the same numbers.
+    On the CPU, runs train at once in min(train.parallel_runs, n_runs) processes: on two cores three
+    1-thread runs at once take 1.10-1.14x the steps per second of 2-thread runs in turn, and whole
+    multi-seed stages 15 % less time (benchmarks/bench_parallel_runs.py, README "Budget"). The thread
+    count comes from the params alone, never from the machine or the load, so that the same params
+    give the same numbers.
     On CUDA, and under torchrun, runs go one after another at `train.threads`."""
     from caisp.device import resolve_device
 
