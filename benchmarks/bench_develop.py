@@ -1,6 +1,7 @@
 """Time `caisp develop` of one 12-megapixel raw (Nikon D700 size, 4256x2848) on the CPU per setting.
 
     python benchmarks/bench_develop.py [--configs 1024 768 1024:0] [--nets random attentive] [--width 32]
+                                       [--precisions auto fp32 bf16]
 
 A config is TILE or TILE:ATTENTION_TOL (caisp develop --tile/--attention-tol; the first is develop's
 default). Each runs in a fresh subprocess that reports its wall time, its own peak RSS (getrusage
@@ -36,6 +37,18 @@ from caisp.io import write_text  # noqa: E402
 
 SIZE = (2848, 4256)  # H, W: Nikon D700
 GOAL_S, GOAL_GIB = 45.0, 3.0
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions that decide develop's speed and precision."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(ext) or 'no AVX2'})"
 
 
 def make_raw(path: Path) -> None:
@@ -77,13 +90,13 @@ def make_attentive_checkpoint(path: Path, width: int) -> None:
 
 
 def child(raw: Path, ckpt: Path, tile: int, overlap: int, out: Path, threads: int | None,
-          attention_tol: float | None) -> None:
+          attention_tol: float | None, precision: str) -> None:
     """Develop once (as `caisp develop` does) and print a JSON line with timings and peak RSS."""
     t0 = time.perf_counter()
     import torch
 
     from caisp.checkpoint import load_model
-    from caisp.develop import develop_raw, save_output
+    from caisp.develop import develop_raw, resolve_precision, save_output
 
     if threads:
         torch.set_num_threads(threads)
@@ -91,7 +104,7 @@ def child(raw: Path, ckpt: Path, tile: int, overlap: int, out: Path, threads: in
     t1 = time.perf_counter()
     report: dict = {}
     img = develop_raw(raw, net, config, tile=tile, overlap=overlap, device="cpu", attention_tol=attention_tol,
-                      report=report)
+                      report=report, precision=precision)
     t2 = time.perf_counter()
     save_output(img, out, "jpeg", config["qf"])
     t3 = time.perf_counter()
@@ -99,7 +112,8 @@ def child(raw: Path, ckpt: Path, tile: int, overlap: int, out: Path, threads: in
     peak_kib = usage.ru_maxrss  # KiB on Linux
     # CPU seconds per wall second per thread: 1.0 = we had our cores to ourselves.
     share = (usage.ru_utime + usage.ru_stime) / ((t3 - t0) * torch.get_num_threads())
-    print(json.dumps({"tile": tile, "attention_tol": attention_tol, **report, "load_s": t1 - t0, "develop_s": t2 - t1, "save_s": t3 - t2,
+    print(json.dumps({"tile": tile, "attention_tol": attention_tol, "precision": precision,
+                      "resolved": resolve_precision(precision, torch.device("cpu")), **report, "load_s": t1 - t0, "develop_s": t2 - t1, "save_s": t3 - t2,
                       "total_s": t3 - t0, "cpu_share": share, "peak_gib": peak_kib / 2**20,
                       "shape": list(img.shape), "threads": torch.get_num_threads()}))
 
@@ -117,11 +131,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--child", nargs=3, metavar=("RAW", "CKPT", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--tile", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], default=["auto", "fp32"],
+                    help="caisp develop --precision values (auto, the default, first)")
     ap.add_argument("--attention-tol", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         raw, ckpt, out = map(Path, args.child)
-        child(raw, ckpt, args.tile, args.overlap, out, args.threads, args.attention_tol)
+        child(raw, ckpt, args.tile, args.overlap, out, args.threads, args.attention_tol, args.precision)
         return
     configs = [(int(c.split(":")[0]), float(c.split(":")[1]) if ":" in c else None) for c in args.configs]
     makers = {"random": make_checkpoint, "attentive": make_attentive_checkpoint}
@@ -135,11 +152,12 @@ def main() -> None:
         print(f"made a {SIZE[1]}x{SIZE[0]} DNG in {time.perf_counter() - t:.1f} s", flush=True)
         # Rounds over all tile sizes (not tile by tile), so a burst of load from other jobs on the
         # shared cores hits every size alike; the best round is the closest to an idle machine.
-        runs: dict[tuple, list[dict]] = {(n, *c): [] for n in args.nets for c in configs}
+        runs: dict[tuple, list[dict]] = {(n, *c, pr): [] for n in args.nets for c in configs for pr in args.precisions}
         for rnd in range(args.repeat):
-            for net, tile, tol in runs:
+            for net, tile, tol, prec in runs:
                 cmd = [sys.executable, __file__, "--child", str(tmp / "d700.dng"), str(tmp / f"{net}.pt"),
-                       str(tmp / f"out{tile}.jpg"), "--tile", str(tile), "--overlap", str(args.overlap)]
+                       str(tmp / f"out{tile}.jpg"), "--tile", str(tile), "--overlap", str(args.overlap),
+                       "--precision", prec]
                 if tol is not None:
                     cmd += ["--attention-tol", str(tol)]
                 if args.threads:
@@ -151,8 +169,9 @@ def main() -> None:
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 row["load"] = load
                 row["net"] = net
-                runs[(net, tile, tol)].append(row)
-                print(f"round {rnd + 1} {net} tile {tile} tol {tol}: {row['total_s']:.1f} s, "
+                runs[(net, tile, tol, prec)].append(row)
+                print(f"round {rnd + 1} {net} tile {tile} tol {tol} precision {prec} ({row['resolved']}): "
+                      f"{row['total_s']:.1f} s, "
                       f"{row['tile_runs']}/{row['tiles']} tile runs, peak {row['peak_gib']:.2f} GiB, "
                       f"CPU share {row['cpu_share']:.2f}, load before {load:.1f}", flush=True)
         rows = []
@@ -161,14 +180,15 @@ def main() -> None:
             rows.append({**best, "median_s": float(np.median([r["total_s"] for r in rs])),
                          "peak_gib": max(r["peak_gib"] for r in rs), "shares": [r["cpu_share"] for r in rs]})
 
-    table = ["| net | tile | overlap | attention tol | tile runs / tiles | develop s (best) | total s best (incl. import, load, JPEG) | "
+    table = ["| net | precision | tile | overlap | attention tol | tile runs / tiles | develop s (best) | total s best (incl. import, load, JPEG) | "
              "total s median | peak RSS GiB | CPU share per round | goal met (best) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
     for r in rows:
         ok = r["total_s"] <= GOAL_S and r["peak_gib"] <= GOAL_GIB
         default = r["tile"] == configs[0][0] and r["attention_tol"] == configs[0][1]
         tol = "default" if r["attention_tol"] is None else f"{r['attention_tol']:g}"
-        table.append(f"| {r['net']} | {r['tile']}{' (default)' if default else ''} | {args.overlap} | {tol} | "
+        prec = f"{r['precision']} ({r['resolved']})" if r["precision"] == "auto" else r["precision"]
+        table.append(f"| {r['net']} | {prec} | {r['tile']}{' (default)' if default else ''} | {args.overlap} | {tol} | "
                      f"{r['tile_runs']} / {r['tiles']} | {r['develop_s']:.1f} | {r['total_s']:.1f} | "
                      f"{r['median_s']:.1f} | {r['peak_gib']:.2f} | "
                      f"{', '.join(f'{x:.2f}' for x in r['shares'])} | {'yes' if ok else 'no'} |")
@@ -180,13 +200,14 @@ def main() -> None:
         f"Written by `benchmarks/bench_develop.py` on {datetime.date.today()}: a synthetic noisy DNG of "
         f"{SIZE[1]}x{SIZE[0]} (the Nikon D700 size; skimage `coffee` upscaled), ISP-Net base width "
         f"{args.width} (`random`: default initialisation; `attentive`: trained 200 steps as tests/test_tiling.py's net, "
-        "attention that swings with the image), fp32, channels_last, JPEG QF 90 4:2:0 output. Each run "
+        "attention that swings with the image), channels_last, JPEG QF 90 4:2:0 output; `--precision` auto "
+        "(develop's default: bf16 autocast where the CPU has AVX512-BF16 or AMX, else fp32) and fp32. Each run "
         "was a fresh process; peak RSS is that process's own `ru_maxrss`. \"tile runs\": tiles computed, "
         "counting those computed again because their attention weights proved off the whole image's by "
         "more than the tolerance (caisp.tiling._settle); the old statistics pass plus output pass was "
         "always twice the tiles.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Machine: {cpu_description()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, {rows[0]['threads'] if rows else '?'} torch threads. Other jobs "
         "shared the cores: \"CPU share\" is our CPU time / (wall time x threads), 1.0 = cores to "
         f"ourselves, so times are upper bounds; best and median of {args.repeat} rounds.",
