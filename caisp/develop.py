@@ -165,7 +165,12 @@ def native_bf16(device: torch.device) -> bool:
     AVX512-BF16 or AMX. Elsewhere oneDNN emulates bf16, 9x slower than fp32 on an AVX2 EPYC
     (benchmarks/results/develop_floor.md), where a Zen 4 EPYC with AVX512-BF16 runs it 2x faster."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        try:  # torch >= 2.3 counts emulated bf16 (pre-Ampere GPUs) unless told not to
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:
+            return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
     # private probes (torch >= 2.1); a torch without them gets fp32

@@ -463,6 +463,11 @@ def test_precision_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
         assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     if not torch.cuda.is_available():
         assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    # a GPU: native bf16 only, not torch's emulated kind (pre-Ampere GPUs), which would be slower
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for native in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+        assert resolve_precision("auto", torch.device("cuda")) == ("bf16" if native else "fp32")
     with pytest.raises(CaispError, match="--precision must be one of auto, fp32, bf16, got 'fp16'"):
         resolve_precision("fp16", cpu)
 
