@@ -162,8 +162,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` has bf16 arithmetic of its own: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX. Elsewhere oneDNN emulates bf16, 9x slower than fp32 on an AVX2 EPYC
-    (benchmarks/results/develop_floor.md), where a Zen 4 EPYC with AVX512-BF16 runs it 2x faster."""
+    AVX512-BF16 or AMX. Elsewhere oneDNN emulates bf16: 9x slower than fp32 on an AVX2 EPYC, while
+    a Zen 4 EPYC with AVX512-BF16 runs it 1.9x faster than fp32 (benchmarks/results/develop_floor.md)."""
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return False
@@ -208,8 +208,8 @@ def develop_raw(path: str | Path, net: nn.Module, config: dict, *, tile: int = D
     net = net.to(device, memory_format=torch.channels_last).eval()
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        # bf16 autocast: convolutions in bf16 with float32 accumulation; the attention statistics
-        # (caisp.tiling) and the blending stay float32
+        # bf16 autocast: convolutions in bf16 with float32 accumulation; the whole-image attention
+        # statistics that tiles share (caisp.tiling) and the blending stay float32
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return net(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
 
