@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -70,16 +69,13 @@ def main() -> None:
              "| --- | ---: | ---: | ---: |"]
     for name, t in rows:
         table.append(f"| {name} | {t:.3f} | {t * scale:.1f} | {t * computed / tile**2:.1f} |")
-    flags = ""
-    with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text()
-        flags = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f" {f}" in text)
+    from bench_develop import cpu_description
     out = "\n".join([
         "# caisp develop: the compute floor on this machine", "",
         f"Written by `benchmarks/bench_develop_floor.py` on {datetime.date.today()}: ISP-Net base width "
         f"{args.width} (random weights) on one {tile}x{tile} tile, best of {args.repeat}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, CPU flags: {flags or 'unknown'}. Extrapolated to {w}x{h} "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; {cpu_description()}, "
+        f"{os.cpu_count()} cores. Extrapolated to {w}x{h} "
         f"({h * w / 1e6:.1f} MP, {scale:.1f} tiles' worth of pixels). develop's default tiling "
         f"({len(ys)} x {len(xs)} tiles of {ty}x{tx}, fitted to the frame from at most {tile}, overlap "
         f"{develop.DEFAULT_OVERLAP}) computes "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -24,11 +25,6 @@ sys.path.insert(0, str(ROOT))
 from caisp.io import write_text  # noqa: E402
 
 MODELS = ["models/isp/today/pretrained/seed0.pt", "models/isp/paper/aware-qf90-djs/seed0.pt"]
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def main() -> None:
@@ -45,7 +41,7 @@ def main() -> None:
     from caisp.checkpoint import load_model
     from caisp.data.codec import decode, encode
     from caisp.develop import DEFAULT_OVERLAP, develop_raw, native_bf16
-    import json
+    from caisp.evaluate import psnr_u8
 
     test = json.loads((ROOT / "data/split.json").read_text())["test"]
     raws = [ROOT / "data/raw" / f"{stem}.dng" for stem in test if (ROOT / "data/raw" / f"{stem}.dng").is_file()]
@@ -65,9 +61,9 @@ def main() -> None:
             worst = max(worst, float(d.max()))
             u32, u16 = (np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in (fp32, bf16))
             j32, j16 = (decode(encode(u, "jpeg", 90, subsampling="4:2:0"), "jpeg") for u in (u32, u16))
-            psnrs.append(_psnr(j32, j16))
+            psnrs.append(psnr_u8(j32, j16))
             rows.append(f"| `{model}` | {raw.stem} | {d.mean():.3f} | {np.percentile(d, 99):.2f} | {d.max():.2f} | "
-                        f"{100 * np.mean(u32 != u16):.1f} % | {_psnr(u32, u16):.1f} | {_psnr(j32, j16):.1f} | "
+                        f"{100 * np.mean(u32 != u16):.1f} % | {psnr_u8(u32, u16):.1f} | {psnrs[-1]:.1f} | "
                         f"{np.abs(tiled - bf16).max() * 255:.2f} |")
             print(rows[-1], flush=True)
     text = "\n".join([

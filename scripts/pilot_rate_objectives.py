@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shutil
 import subprocess
 import sys
@@ -89,13 +88,6 @@ def _train(p, seed: int, regime: str, qf: int, config: str, steps: int, lam: flo
     return {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
 
 
-def _cell(d: dict, digits: int = 2, unit: str = "") -> str:
-    if not d or d.get("mean") is None:
-        return "—" + (f" ({d.get('why')})" if d and d.get("why") else "")
-    ci = f" [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]" if d.get("lo") is not None else ""
-    return f"{d['mean']:+.{digits}f}{unit}{ci}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--regime", default="today")
@@ -118,7 +110,11 @@ def main() -> None:
     from caisp.pipeline import layout
     from caisp.pipeline.evaluation import test_set
     from caisp.pipeline.fitting import run_seeds
+    from caisp.report import _bd, _ci
     from caisp.stats import bd_bootstrap, compare
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_develop import cpu_description
 
     start = time.time()
     p = load_params(ROOT / "params.yaml")
@@ -161,11 +157,10 @@ def main() -> None:
             dp, db = vs["d_psnr_y"]["mean"], vs["d_bpp_pct"]["mean"]
             trade = f"{dp / db:.3f}" if dp is not None and db is not None and db < 0 else "—"
             summary[f"{c}-{s}"] = {"d_psnr_y": vs["d_psnr_y"], "d_bpp_pct": vs["d_bpp_pct"], "bd_rate": bd}
-            rows.append(f"| {s} | {c} | {_cell(vs['d_psnr_y'])} | {_cell(vs['d_bpp_pct'], 2, ' %')} "
-                        f"| {_cell(bd, 2, ' %')} | {trade} |")
+            rows.append(f"| {s} | {c} | {_ci(vs['d_psnr_y'])} | {_ci(vs['d_bpp_pct'], 2, ' %')} "
+                        f"| {_bd(bd)} | {trade} |")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_description()
     command = "python scripts/pilot_rate_objectives.py " + " ".join(sys.argv[1:])
     n_photos = int(df.source.nunique())
     wall = time.time() - start
