@@ -2,9 +2,10 @@
 kept in git under reports/experiments/<name>/ so that a fresh clone's report reads it.
 
 `caisp record NAME` (after `dvc exp run ...` in the workspace) copies the evaluation summaries of the
-experiment's fine-tuned regimes, their pretraining metrics, the simulators' Table 1 summaries, its
-params.yaml and report.md, and writes record.json (commit, command, date). The report stage reads every record: the regimes it did not run
-itself (the operating-point axis) and other loss weights (Table 3).
+experiment's fine-tuned regimes, their pretraining metrics, the Table 1 summaries of the simulators
+its graph trains or scores, its params.yaml and report.md, and writes record.json (commit, command,
+date). The report stage reads every record: the regimes it did not run itself (the operating-point
+axis) and other loss weights (Table 3).
 """
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caisp import CaispError, io
 from caisp.pipeline import layout
+
+if TYPE_CHECKING:
+    from caisp.params import Params
 
 ROOT = layout.REPORTS / "experiments"
 
@@ -26,6 +30,13 @@ def _git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
+
+
+def simulators(p: Params) -> list[str]:
+    """The reports/cas folders this graph's stages write: the simulators it trains and the baselines
+    it scores at each training point. A folder outside them is another graph's (git keeps metrics a
+    stage no longer writes), never this experiment's measurement."""
+    return [layout.cas_report_dir(pt, v).name for pt in p.points for v in p.variants(pt) + p.baselines(pt)]
 
 
 def record(name: str, command: str, root: Path = ROOT, params_path: Path = Path("params.yaml")) -> Path:
@@ -50,8 +61,10 @@ def record(name: str, command: str, root: Path = ROOT, params_path: Path = Path(
         shutil.rmtree(staging, ignore_errors=True)
         raise CaispError(f"record: no evaluation summaries under reports/eval/<{', '.join(p.aware_regimes)}>: "
                          "run the experiment first (dvc exp run ...)")
-    for summary in sorted((layout.REPORTS / "cas").glob("*/summary.json")):  # Table 1's simulators
-        io.write_text(staging / "cas" / summary.parent.name / "summary.json", summary.read_text())
+    for name in simulators(p):  # Table 1's rows, only those this graph trains or scores
+        summary = layout.REPORTS / "cas" / name / "summary.json"
+        if summary.is_file():
+            io.write_text(staging / "cas" / name / "summary.json", summary.read_text())
     for src in (params_path, layout.REPORTS / "report.md"):
         if src.is_file():
             io.write_text(staging / src.name, src.read_text())

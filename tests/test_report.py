@@ -192,3 +192,46 @@ def test_rate_section_tables_headline_and_figure(tmp_path):
     assert "regime paper (the committed experiment `rate`)" in head and "regime today (this dvc repro)" in head
     assert "What limits the saving: over the whole sweep (QF 50 to 95)" in text and "0.10 dB per % at QF 80" in text
     assert "No rate-aware ISP measured" in "\n".join(report.rate_part(tmp_path, {}, []))
+
+
+def test_record_keeps_only_the_simulators_its_graph_ran(tmp_path, monkeypatch):
+    """A reports/cas folder no stage of the experiment's graph writes (git keeps the metrics of a
+    simulator a stage no longer trains; another experiment leaves its own) is not recorded: the
+    report would borrow it as this experiment's Table 1 row."""
+    import json
+
+    import yaml
+
+    from caisp.experiments import load_records, record
+    from caisp.params import from_dict, to_dict
+
+    monkeypatch.chdir(tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(from_dict({"qfs": [90], "cas": {"variants": ["unet"], "baselines": ["blur"]}}))))
+    for rel in ("eval/paper/aware-qf90-unet", "cas/qf90-unet", "cas/qf90-blur", "cas/qf90-acn", "cas/qf80-unet"):
+        (tmp_path / "reports" / rel).mkdir(parents=True)
+        (tmp_path / "reports" / rel / "summary.json").write_text(json.dumps({"from": rel}))
+    record("lambda-1-1", "dvc exp run ...", root=tmp_path / "reports/experiments", params_path=params)
+    (rec,) = load_records(tmp_path / "reports/experiments")
+    assert sorted(rec["cas"]) == ["qf90-blur", "qf90-unet"]
+    assert rec["summaries"] == {"paper": {"aware-qf90-unet": {"from": "eval/paper/aware-qf90-unet"}}}
+
+
+def test_git_tracks_no_report_that_no_stage_writes():
+    """Every file git keeps under reports/ (but the committed experiments and pilots) is an output of
+    a stage in dvc.lock: a metric left by a stage the graph no longer has would be read as measured."""
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files", "reports"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0 or not (root / "dvc.lock").is_file():
+        pytest.skip("not a git checkout with a dvc.lock")
+    outs = [o["path"].rstrip("/") for s in yaml.safe_load((root / "dvc.lock").read_text())["stages"].values()
+            for o in s.get("outs", [])]
+    stale = [f for f in listed.stdout.split() if not f.startswith(("reports/experiments/", "reports/pilots/"))
+             and not any(f == o or f.startswith(o + "/") for o in outs)]
+    assert not stale, f"tracked but written by no stage of dvc.lock: {stale}"

@@ -216,9 +216,11 @@ def run_report(p: Params) -> Path:
     simulators = {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}
     simulators |= {layout.cas_report_dir(pt, v).name for pt in p.points for v in p.baselines(pt)}
     cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in simulators}
-    # Table 1's simulators this graph does not run (e.g. ACN, trained in the Table 2 experiment), at its points
+    # Table 1's simulators this graph does not run (e.g. ACN, trained in the Table 2 experiment), at its
+    # points; a record at this graph's λ first (a simulator's training does not depend on λ, but that
+    # record's fine-tuned rows are the ones beside it in Table 2)
     names = {layout.cas_report_dir(pt, v).name for pt in p.points for v in SIMULATORS}
-    for rec in records:
+    for rec in sorted(records, key=lambda r: not same_lambdas((r["lambda_isp"], r["lambda_comp"]), lambdas)):
         for name, table in rec.get("cas", {}).items():
             if name in names and name not in cas_tables:
                 cas_tables[name] = table
