@@ -408,11 +408,10 @@ def main():
              command="python benchmarks/bench_cas_learning.py" + (" --quick" if args.quick else ""),
              n_train=len(split["train"]), val_stems=", ".join(split["val"] or split["train"][:1]),
              n_test=len(split["test"]), n_fit=16 if args.quick else 64, baselines={}, rotation={}, alignment={}, runs=[])
-    try:
-        cpu = [l for l in open("/proc/cpuinfo") if l.startswith("model name")][0].split(":")[1].strip()
-        S["machine"] = f"{cpu}, {torch.get_num_threads()} torch thread"
-    except Exception:  # noqa: BLE001
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_develop import cpu_description
+
+    S["machine"] = f"{cpu_description()}, {torch.get_num_threads()} torch thread"
     t_all = time.perf_counter()
     if args.only is not None:
         return only(args, S, split, width, patch, S_steps, ve, out)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import subprocess
 import sys
 import time
@@ -67,12 +66,10 @@ def main() -> None:
         mean = sum(per) / n
         rows.append((n, threads, 1000 * mean, n / mean))
     base = rows[0][3]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_develop import cpu_description
+
+    cpu = cpu_description()
     lines = [f"# Seed runs at once or in turn (`python benchmarks/bench_parallel_runs.py --steps {a.steps}`)", "",
              f"{datetime.date.today()}, {cpu}, {__import__('os').cpu_count()} cores, torch "
              f"{__import__('torch').__version__}: one training step of the default's ISP-Net (batch 8, 96^2).", "",
