@@ -61,10 +61,10 @@ def record(name: str, command: str, root: Path = ROOT, params_path: Path = Path(
         shutil.rmtree(staging, ignore_errors=True)
         raise CaispError(f"record: no evaluation summaries under reports/eval/<{', '.join(p.aware_regimes)}>: "
                          "run the experiment first (dvc exp run ...)")
-    for name in simulators(p):  # Table 1's rows, only those this graph trains or scores
-        summary = layout.REPORTS / "cas" / name / "summary.json"
+    for sim in simulators(p):  # Table 1's rows, only those this graph trains or scores
+        summary = layout.REPORTS / "cas" / sim / "summary.json"
         if summary.is_file():
-            io.write_text(staging / "cas" / name / "summary.json", summary.read_text())
+            io.write_text(staging / "cas" / sim / "summary.json", summary.read_text())
     for src in (params_path, layout.REPORTS / "report.md"):
         if src.is_file():
             io.write_text(staging / src.name, src.read_text())

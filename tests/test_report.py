@@ -213,7 +213,7 @@ def test_record_keeps_only_the_simulators_its_graph_ran(tmp_path, monkeypatch):
         (tmp_path / "reports" / rel / "summary.json").write_text(json.dumps({"from": rel}))
     record("lambda-1-1", "dvc exp run ...", root=tmp_path / "reports/experiments", params_path=params)
     (rec,) = load_records(tmp_path / "reports/experiments")
-    assert sorted(rec["cas"]) == ["qf90-blur", "qf90-unet"]
+    assert rec["name"] == "lambda-1-1" and sorted(rec["cas"]) == ["qf90-blur", "qf90-unet"]
     assert rec["summaries"] == {"paper": {"aware-qf90-unet": {"from": "eval/paper/aware-qf90-unet"}}}
 
 
