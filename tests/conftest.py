@@ -1,7 +1,9 @@
 """Shared fixtures. `../shared` (beside the repository) holds real camera raws; tests skip without it."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -26,3 +28,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+def load_script(name: str) -> ModuleType:
+    """A module of scripts/ (not a package), loaded from its file, e.g. load_script("pilot_cas_seeds")."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,24 +2,17 @@
 no term on f(x) itself, plus the rate term; and its gradient reaches the ISP through the simulator."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from caisp.losses import l1
 from caisp.models.djs import DJS
 from caisp.rate import FEATURES, JPEGRate
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pilot_rate_objectives.py"
+from conftest import load_script
 
 
 def _pilot():
-    spec = importlib.util.spec_from_file_location("pilot_rate_objectives", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pilot_rate_objectives")
 
 
 def test_after_objective_is_the_distortion_after_the_simulator_plus_the_rate():
