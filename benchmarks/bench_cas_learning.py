@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -403,15 +402,14 @@ def main():
     p = load_params(str(ROOT / "params.yaml"))
     width = p.model.base_width
     patch = p.train.patch
-    S = dict(machine=f"{platform.processor() or platform.machine()}, {platform.node()}",
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_develop import cpu_description
+
+    S = dict(machine=f"{cpu_description()}, {torch.get_num_threads()} torch thread",
              date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
              command="python benchmarks/bench_cas_learning.py" + (" --quick" if args.quick else ""),
              n_train=len(split["train"]), val_stems=", ".join(split["val"] or split["train"][:1]),
              n_test=len(split["test"]), n_fit=16 if args.quick else 64, baselines={}, rotation={}, alignment={}, runs=[])
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_develop import cpu_description
-
-    S["machine"] = f"{cpu_description()}, {torch.get_num_threads()} torch thread"
     t_all = time.perf_counter()
     if args.only is not None:
         return only(args, S, split, width, patch, S_steps, ve, out)

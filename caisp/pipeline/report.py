@@ -187,7 +187,7 @@ def run_report(p: Params) -> Path:
     """reports/report.md: the operating-point axis, then the paper's Tables 1-3 and Figures 4-5 at
     the headline regime, with every control, seeds and intervals, a section per other codec and the
     cross-codec table; the README's headline block."""
-    from caisp.experiments import load_records
+    from caisp.experiments import load_records, simulators
     from caisp.report import (_measured_rows, at_lambdas, axis_headline, headline, rate_headline, same_lambdas,
                               write_report)
 
@@ -212,10 +212,8 @@ def run_report(p: Params) -> Path:
             summaries.update(e["summaries"])
             if e["source"] != HERE:
                 borrowed.update({run: e["source"] for run in e["summaries"]})
-    runs = layout.aware_runs(p, regime)
-    simulators = {layout.cas_report_dir(r.point, r.variant).name for r in runs if r.kind == "aware"}
-    simulators |= {layout.cas_report_dir(pt, v).name for pt in p.points for v in p.baselines(pt)}
-    cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in simulators}
+    ran = set(simulators(p))  # stale folders of another graph's simulators stay on disk
+    cas_tables = {k: v for k, v in _read_summaries(layout.REPORTS / "cas").items() if k in ran}
     # Table 1's simulators this graph does not run (e.g. ACN, trained in the Table 2 experiment), at its
     # points; a record at this graph's λ first (a simulator's training does not depend on λ, but that
     # record's fine-tuned rows are the ones beside it in Table 2)
